@@ -1,0 +1,32 @@
+# Turnout: `make serve` runs the daemon on the repo's router.toml; `make test` runs everything.
+# Both set themselves up on a fresh machine: a .venv with the package and its tools.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: serve test lint unit bench bench-smoke soak clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/turnout serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check router cache tests bench
+	$(BIN)/mypy
+
+# The whole suite, integration tests included, against a redis-server started for it.
+test: lint
+	scripts/with-redis.sh $(BIN)/python -m pytest
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration and not e2e"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

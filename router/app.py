@@ -1,0 +1,123 @@
+"""create_app: the ASGI application; its lifespan opens and closes what the gateway uses."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator
+from importlib import resources
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
+
+from router import endpoints
+from router.config import Config
+from router.dispatch import Dispatcher
+from router.errors import TurnoutError, error_body
+from router.gateway import Gateway
+from router.metrics import Metrics
+from router.providers import ClientPool, build_provider
+
+__all__ = ["build_gateway", "create_app"]
+
+log = logging.getLogger("turnout")
+
+
+def build_gateway(
+    config: Config,
+    *,
+    metrics: Metrics,
+    transport: httpx.AsyncBaseTransport | None = None,
+    rng: random.Random | None = None,
+) -> Gateway:
+    """Everything one config needs to serve; close it with `await gateway.aclose()`."""
+    pool = ClientPool(transport)
+    providers = {
+        d.id: build_provider(d, pool) for group in config.models for d in group.deployments
+    }
+    dispatcher = Dispatcher(config, providers, rng)
+    return Gateway(config, pool=pool, providers=providers, dispatcher=dispatcher, metrics=metrics)
+
+
+def create_app(
+    config: Config,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    rng: random.Random | None = None,
+) -> Starlette:
+    """The Turnout app for `config`. `transport` replaces the network to upstreams (tests)."""
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gateway = build_gateway(config, metrics=metrics, transport=transport, rng=rng)
+        app.state.gateway = gateway
+        try:
+            yield
+        finally:
+            await app.state.gateway.aclose()
+
+    routes = [
+        Route("/v1/chat/completions", endpoints.chat_completions, methods=["POST"]),
+        Route("/chat/completions", endpoints.chat_completions, methods=["POST"]),
+        Route("/v1/embeddings", endpoints.embeddings, methods=["POST"]),
+        Route("/embeddings", endpoints.embeddings, methods=["POST"]),
+        Route("/v1/models", endpoints.models, methods=["GET"]),
+        Route("/models", endpoints.models, methods=["GET"]),
+        Route("/health/liveness", endpoints.liveness, methods=["GET"]),
+        Route("/health/readiness", endpoints.readiness, methods=["GET"]),
+        Route("/metrics", endpoints.metrics, methods=["GET"]),
+        Route("/openapi.json", endpoints.openapi, methods=["GET"]),
+        Route("/", endpoints.swagger_ui, methods=["GET"]),
+        Mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger"),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            TurnoutError: render_error,
+            HTTPException: render_http_exception,
+            Exception: render_unexpected,
+        },
+    )
+    app.state.openapi = _openapi_document()
+    return app
+
+
+async def render_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TurnoutError)
+    body = exc.body()
+    gateway: Gateway | None = getattr(request.app.state, "gateway", None)
+    if gateway is not None:
+        body = gateway.masker.mask(body)
+    return Response(body, status_code=exc.status, media_type="application/json",
+                    headers=exc.headers())
+
+
+async def render_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    return Response(error_body(message, "invalid_request_error", code),
+                    status_code=exc.status_code, media_type="application/json",
+                    headers=exc.headers)
+
+
+async def render_unexpected(request: Request, exc: Exception) -> Response:
+    # A bug of ours: log it (no body, no keys), answer OpenAI-shaped, never a traceback.
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return Response(error_body("Turnout hit an internal error", "server_error", "internal_error"),
+                    status_code=500, media_type="application/json")
+
+
+def _openapi_document() -> bytes:
+    return (resources.files("router") / "openapi.json").read_bytes()
+
+

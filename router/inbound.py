@@ -1,0 +1,217 @@
+"""Reading a client's request: key, body (size-limited), JSON, and what routing and caching need."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+from starlette.requests import Request
+
+from router.errors import AuthenticationFailed, InvalidRequest, RequestTooLarge
+
+__all__ = [
+    "FORBIDDEN_FIELDS",
+    "TURNOUT_FIELDS",
+    "Inbound",
+    "authenticate",
+    "parse_chat",
+    "parse_embeddings",
+    "read_json",
+]
+
+# Turnout's own controls: read here, never sent upstream.
+TURNOUT_FIELDS = frozenset({"caching", "cache"})
+
+# Fields that would let a client choose where or how Turnout calls an upstream (SSRF,
+# credential injection). LiteLLM accepts these per request; Turnout refuses them.
+FORBIDDEN_FIELDS = frozenset({
+    "api_base", "base_url", "api_key", "api_version", "api_type", "azure_endpoint",
+    "azure_ad_token", "azure_deployment", "organization", "custom_llm_provider",
+    "extra_headers", "headers", "aws_access_key_id", "aws_secret_access_key",
+    "aws_session_token", "aws_region_name", "vertex_project", "vertex_location",
+    "vertex_credentials", "proxy", "deployment_id",
+})
+
+_NUMBER = (int, float)
+_CHAT_PARAM_TYPES: dict[str, tuple[type, ...]] = {
+    "temperature": _NUMBER, "top_p": _NUMBER, "presence_penalty": _NUMBER,
+    "frequency_penalty": _NUMBER, "n": (int,), "max_tokens": (int,),
+    "max_completion_tokens": (int,), "seed": (int,), "logprobs": (bool,),
+    "top_logprobs": (int,), "stream": (bool,), "stream_options": (dict,),
+    "tools": (list,), "tool_choice": (str, dict), "parallel_tool_calls": (bool,),
+    "response_format": (dict,), "logit_bias": (dict,), "user": (str,), "metadata": (dict,),
+    "stop": (str, list), "functions": (list,), "function_call": (str, dict),
+}
+_CACHE_CONTROL_TYPES: dict[str, tuple[type, ...]] = {
+    "use-cache": (bool,), "ttl": _NUMBER, "s-maxage": _NUMBER, "no-cache": (bool,),
+    "no-store": (bool,), "namespace": (str,),
+}
+
+
+@dataclass(slots=True)
+class Inbound:
+    """A validated request; `body` goes upstream: the client's JSON minus Turnout's fields."""
+
+    endpoint: Literal["chat", "embeddings"]
+    group: str
+    body: dict[str, Any]
+    stream: bool = False
+    caching: bool | None = None
+    cache_controls: dict[str, Any] = field(default_factory=dict)
+    client_key: str | None = None
+
+
+def authenticate(request: Request, keys: Sequence[bytes]) -> str | None:
+    """The client's key when `keys` are configured (raises AuthenticationFailed), else None.
+
+    Every configured key is compared, in constant time, so timing tells nothing.
+    """
+    if not keys:
+        return None
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    presented = token.strip().encode() if scheme.lower() == "bearer" else b""
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(presented, key)
+    if not matched:
+        raise AuthenticationFailed("Incorrect API key provided")
+    return presented.decode()
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """The body parsed as JSON, whatever Content-Type says; 413 past `max_bytes`, chunked too."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise RequestTooLarge(f"Request body is larger than {max_bytes} bytes")
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > max_bytes:
+            raise RequestTooLarge(f"Request body is larger than {max_bytes} bytes")
+        parts.append(part)
+    raw = parts[0] if len(parts) == 1 else b"".join(parts)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"We could not parse the JSON body of your request: {exc.msg}", code="invalid_json"
+        ) from None
+
+
+def parse_chat(data: Any, client_key: str | None) -> Inbound:
+    body, group, caching, controls = _common(data)
+    messages = _required(body, "messages", list)
+    if not messages:
+        raise InvalidRequest("'messages' must contain at least one message", param="messages",
+                             code="invalid_type")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _invalid_type(f"messages[{i}]", "an object")
+        if not isinstance(message.get("role"), str):
+            if "role" not in message:
+                raise InvalidRequest(f"Missing required parameter: 'messages[{i}].role'",
+                                     param=f"messages[{i}].role", code="missing_field")
+            raise _invalid_type(f"messages[{i}].role", "a string")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise _invalid_type(f"messages[{i}].content", "a string or an array of parts")
+    for name, types in _CHAT_PARAM_TYPES.items():
+        value = body.get(name)
+        if value is not None and not _is_instance(value, types):
+            raise _invalid_type(name, " or ".join(_TYPE_NAMES[t] for t in types))
+    stop = body.get("stop")
+    if isinstance(stop, list) and not all(isinstance(s, str) for s in stop):
+        raise _invalid_type("stop", "a string or an array of strings")
+    return Inbound("chat", group, body, bool(body.get("stream")), caching, controls, client_key)
+
+
+def parse_embeddings(data: Any, client_key: str | None) -> Inbound:
+    body, group, caching, controls = _common(data)
+    if "input" not in body or body["input"] is None:
+        raise InvalidRequest("Missing required parameter: 'input'", param="input",
+                             code="missing_field")
+    if not _is_embedding_input(body["input"]):
+        raise _invalid_type("input", "a string, an array of strings, or an array of token arrays")
+    for name, types in (("dimensions", (int,)), ("encoding_format", (str,)), ("user", (str,))):
+        value = body.get(name)
+        if value is not None and not _is_instance(value, types):
+            raise _invalid_type(name, _TYPE_NAMES[types[0]])
+    return Inbound("embeddings", group, body, False, caching, controls, client_key)
+
+
+def _common(data: Any) -> tuple[dict[str, Any], str, bool | None, dict[str, Any]]:
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object", code="invalid_type")
+    for name in data:
+        if name in FORBIDDEN_FIELDS:
+            raise InvalidRequest(
+                f"'{name}' cannot be set by a client: Turnout chooses upstreams from its config",
+                param=name, code="forbidden_field",
+            )
+    group = _required(data, "model", str)
+    caching = data.get("caching")
+    if caching is not None and not isinstance(caching, bool):
+        raise _invalid_type("caching", "a boolean")
+    controls = data.get("cache")
+    if controls is None:
+        controls = {}
+    elif not isinstance(controls, dict):
+        raise _invalid_type("cache", "an object")
+    for name, types in _CACHE_CONTROL_TYPES.items():
+        value = controls.get(name)
+        if value is not None and not _is_instance(value, types):
+            raise _invalid_type(f"cache.{name}", _TYPE_NAMES[types[0]])
+        if value is not None and types is _NUMBER and value < 0:
+            raise InvalidRequest(f"'cache.{name}' must not be negative", param=f"cache.{name}",
+                                 code="invalid_type")
+    if "caching" in data or "cache" in data:
+        body = {k: v for k, v in data.items() if k not in TURNOUT_FIELDS}
+    else:
+        body = data
+    return body, group, caching, controls
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "a boolean",
+               list: "an array", dict: "an object"}
+
+
+def _is_instance(value: Any, types: tuple[type, ...]) -> bool:
+    # bool is an int in Python, never in JSON Schema.
+    if isinstance(value, bool):
+        return bool in types
+    return isinstance(value, types)
+
+
+def _required(data: dict[str, Any], name: str, kind: type) -> Any:
+    if name not in data or data[name] is None:
+        raise InvalidRequest(f"Missing required parameter: '{name}'", param=name,
+                             code="missing_field")
+    value = data[name]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise _invalid_type(name, _TYPE_NAMES[kind])
+    return value
+
+
+def _invalid_type(param: str, expected: str) -> InvalidRequest:
+    return InvalidRequest(f"Invalid type for '{param}': expected {expected}", param=param,
+                          code="invalid_type")
+
+
+def _is_embedding_input(value: Any) -> bool:
+    if isinstance(value, str):
+        return True
+    if not isinstance(value, list) or not value:
+        return False
+    if all(isinstance(v, str) for v in value):
+        return True
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return True
+    return all(
+        isinstance(v, list) and v and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
+        for v in value
+    )

@@ -1,0 +1,22 @@
+"""Upstream providers: each translates OpenAI's shapes to one vendor's wire format and back."""
+
+from __future__ import annotations
+
+from router.config import Deployment
+from router.providers.base import Answer, Chunk, Provider
+from router.providers.mock import MockProvider
+from router.providers.openai import OpenAIProvider
+from router.providers.pool import ClientPool
+
+__all__ = ["Answer", "Chunk", "ClientPool", "Provider", "build_provider"]
+
+
+def build_provider(deployment: Deployment, pool: ClientPool) -> Provider:
+    """The provider object for one deployment; HTTP providers share the pool's clients."""
+    if deployment.provider == "mock":
+        return MockProvider(deployment)
+    assert deployment.base_url is not None  # config validation requires it
+    client = pool.client_for(deployment.base_url)
+    if deployment.provider == "openai":
+        return OpenAIProvider(deployment, client)
+    raise ValueError(f"provider {deployment.provider!r} is not available in this build")
