@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -24,10 +26,14 @@ from router.errors import TurnoutError, error_body
 from router.gateway import Gateway
 from router.metrics import Metrics
 from router.providers import ClientPool, build_provider
+from router.redis_conn import needs_redis, open_redis
 
 __all__ = ["build_gateway", "create_app"]
 
 log = logging.getLogger("turnout")
+
+
+Clock = Callable[[], float]
 
 
 def build_gateway(
@@ -35,9 +41,14 @@ def build_gateway(
     *,
     metrics: Metrics,
     transport: httpx.AsyncBaseTransport | None = None,
+    redis: Any = None,
     rng: random.Random | None = None,
+    clock: Clock = time.monotonic,
 ) -> Gateway:
-    """Everything one config needs to serve; close it with `await gateway.aclose()`."""
+    """Everything one config needs to serve; close it with `await gateway.aclose()`.
+
+    `redis` is the shared Redis client (None when the config needs none); the caller owns it.
+    """
     pool = ClientPool(transport)
     providers = {
         d.id: build_provider(d, pool) for group in config.models for d in group.deployments
@@ -50,19 +61,30 @@ def create_app(
     config: Config,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
+    redis: Any = None,
     rng: random.Random | None = None,
+    clock: Clock = time.monotonic,
 ) -> Starlette:
-    """The Turnout app for `config`. `transport` replaces the network to upstreams (tests)."""
+    """The Turnout app for `config`.
+
+    Tests inject `transport` (replaces the network to upstreams), `redis` (a client such as
+    fakeredis, used instead of one built from `[redis]`), `rng` and `clock`.
+    """
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        gateway = build_gateway(config, metrics=metrics, transport=transport, rng=rng)
+        own_redis = redis is None and needs_redis(config)
+        shared_redis = open_redis(config.redis) if own_redis and config.redis else redis
+        gateway = build_gateway(config, metrics=metrics, transport=transport,
+                                redis=shared_redis, rng=rng, clock=clock)
         app.state.gateway = gateway
         try:
             yield
         finally:
             await app.state.gateway.aclose()
+            if own_redis and shared_redis is not None:
+                await shared_redis.aclose()
 
     routes = [
         Route("/v1/chat/completions", endpoints.chat_completions, methods=["POST"]),
@@ -74,6 +96,7 @@ def create_app(
         Route("/health/liveness", endpoints.liveness, methods=["GET"]),
         Route("/health/readiness", endpoints.readiness, methods=["GET"]),
         Route("/metrics", endpoints.metrics, methods=["GET"]),
+        Route("/admin/status", endpoints.admin_status, methods=["GET"]),
         Route("/openapi.json", endpoints.openapi, methods=["GET"]),
         Route("/", endpoints.swagger_ui, methods=["GET"]),
         Mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger"),

@@ -45,6 +45,13 @@ class Dispatcher:
         self._providers = providers
         self._rng = rng or random.Random()
 
+    def status(self) -> list[dict[str, Any]]:
+        return [
+            {"id": d.id, "group": group.name, "provider": d.provider, "model": d.model,
+             "state": "healthy"}
+            for group in self._config.models for d in group.deployments
+        ]
+
     def _pick(self, group_name: str) -> Provider:
         group = self._config.group(group_name)
         if group is None:

@@ -14,6 +14,7 @@ from router.gateway import Gateway, Outcome
 from router.inbound import authenticate, parse_chat, parse_embeddings, read_json
 
 __all__ = [
+    "admin_status",
     "chat_completions",
     "embeddings",
     "liveness",
@@ -103,6 +104,11 @@ async def metrics(request: Request) -> Response:
 async def openapi(request: Request) -> Response:
     document: bytes = request.app.state.openapi
     return Response(document, media_type=JSON)
+
+
+async def admin_status(request: Request) -> Response:
+    require_admin(request)
+    return Response(orjson.dumps(gateway_of(request).status()), media_type=JSON)
 
 
 def require_admin(request: Request) -> None:

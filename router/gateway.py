@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from router.config import Config
 from router.dispatch import Dispatcher, Routed, RoutedStream
@@ -71,6 +72,14 @@ class Gateway:
         if isinstance(routed, RoutedStream):
             return Outcome(headers, stream=sse_frames(routed.chunks, self.masker))
         return Outcome(headers, body=self.masker.mask(routed.answer.encode()))
+
+    def status(self) -> dict[str, Any]:
+        """What `/admin/status` shows: deployments and cache. No secrets."""
+        return {
+            "config_loaded_at": self.loaded_at,
+            "deployments": self.dispatcher.status(),
+            "cache": {"enabled": False},
+        }
 
     async def aclose(self) -> None:
         for provider in self.providers.values():

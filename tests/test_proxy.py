@@ -98,7 +98,8 @@ async def test_stream_breaking_after_content_ends_with_error_event_and_no_done()
 
 
 async def test_models_lists_groups(upstream):
-    text = openai_config() + '[[models]]\nname = "other"\n[[models.deployments]]\nprovider = "mock"\n'
+    text = openai_config() + '[[models]]\nname = "other"\n'
+    text += '[[models.deployments]]\nprovider = "mock"\n'
     async with app_client(config_from(text), upstream.transport()) as client:
         response = await client.get("/v1/models")
         unprefixed = await client.get("/models")
@@ -111,7 +112,7 @@ async def test_models_lists_groups(upstream):
 
 @pytest.mark.parametrize("path", ["/health/liveness", "/health/readiness", "/openapi.json", "/"])
 async def test_public_endpoints_answer_without_key(upstream, path):
-    text = openai_config(extra="") .replace("[[models]]", '[server]\napi_keys = ["k1"]\n[[models]]', 1)
+    text = '[server]\napi_keys = ["k1"]\n' + openai_config()
     async with app_client(config_from(text), upstream.transport()) as client:
         response = await client.get(path)
     assert response.status_code == 200
