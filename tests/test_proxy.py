@@ -116,3 +116,16 @@ async def test_public_endpoints_answer_without_key(upstream, path):
     async with app_client(config_from(text), upstream.transport()) as client:
         response = await client.get(path)
     assert response.status_code == 200
+
+
+async def test_swagger_ui_is_served_from_local_assets(upstream):
+    async with app_client(config_from(openai_config()), upstream.transport()) as client:
+        page = await client.get("/")
+        script = await client.get("/static/swagger/swagger-ui-bundle.js")
+        style = await client.get("/static/swagger/swagger-ui.css")
+    assert page.headers["content-type"].startswith("text/html")
+    assert 'src="/static/swagger/swagger-ui-bundle.js"' in page.text
+    assert "/openapi.json" in page.text
+    assert "http://" not in page.text and "https://" not in page.text
+    assert script.status_code == 200 and b"SwaggerUIBundle" in script.content
+    assert style.status_code == 200
