@@ -110,7 +110,7 @@ class LocalShare:
         return None
 
     def status(self) -> dict[str, Any]:
-        return {"state": "local"}
+        return {"shared_state": "local"}
 
 
 def _key(deployment: str, what: str) -> str:
@@ -175,7 +175,7 @@ class RedisShare:
             await self._call(self._add_tokens(keys=[_key(deployment, "tokens")], args=[member]))
 
     def status(self) -> dict[str, Any]:
-        return {"state": "redis" if self.shared else "local (redis unavailable)"}
+        return {"shared_state": "redis" if self.shared else "local (redis unavailable)"}
 
     async def _call(self, command: Any) -> Any:
         """Await one Redis command; on failure switch to local state for RETRY_AFTER."""
