@@ -126,7 +126,8 @@ class Dispatcher:
         self._metrics = metrics or Metrics()
         self._balancer = build_balancer(config.router.strategy, self._rng, clock)
         self._share: SharedState = (
-            RedisShare(redis, clock) if config.router.state == "redis" and redis is not None
+            RedisShare(redis, clock, config.redis.timeout if config.redis else 0.25)
+            if config.router.state == "redis" and redis is not None
             else LocalShare()
         )
         self._groups: dict[str, list[DeploymentState]] = {

@@ -16,6 +16,7 @@ kept all along) and keeps serving; it tries Redis again after RETRY_AFTER second
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Iterable
@@ -120,9 +121,12 @@ def _key(deployment: str, what: str) -> str:
 
 
 class RedisShare:
-    def __init__(self, redis: Any, clock: Clock) -> None:
+    def __init__(self, redis: Any, clock: Clock, timeout: float = 0.25) -> None:
         self._redis = redis
         self._clock = clock
+        # Bounds each call whatever the client's own retries do: a slow or dead Redis must
+        # not stall requests.
+        self._timeout = timeout
         self._down_until: float | None = None
         self._last_sync: float | None = None
         self._acquire = redis.register_script(_ACQUIRE)
@@ -180,7 +184,8 @@ class RedisShare:
     async def _call(self, command: Any) -> Any:
         """Await one Redis command; on failure switch to local state for RETRY_AFTER."""
         try:
-            result = await command
+            async with asyncio.timeout(self._timeout):
+                result = await command
         except (TimeoutError, RedisError, OSError) as exc:
             if self._down_until is None:
                 events.warning("redis unavailable for router state (%s); using local state",
