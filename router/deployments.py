@@ -74,6 +74,7 @@ class DeploymentState:
     in_flight: int = 0
     cooled_until: float | None = None
     probing: bool = False
+    suspect: bool = False  # its latest verdict was a failure
     latency: float | None = None
     usage: UsageWindow = field(default_factory=UsageWindow)
     failures: deque[float] = field(default_factory=deque)
@@ -97,13 +98,14 @@ class DeploymentState:
     def saturated(self, now: float, *, check_usage: bool = True) -> bool:
         """At its max_concurrency, or (when `check_usage`) at its rpm or tpm for the minute.
 
-        A deployment with failures in the current window is held to the attempts it has left
-        before cooling, so concurrent requests cannot pile onto one that is failing.
+        A deployment whose latest verdict was a failure is held to the attempts it has left
+        before cooling, so concurrent requests cannot pile onto one that is down (which
+        would then see more than allowed_fails + 1 calls); one success lifts the hold.
         """
         d = self.deployment
         if d.max_concurrency and self.in_flight >= d.max_concurrency:
             return True
-        failures = self._failures_in_window(now)
+        failures = self._failures_in_window(now) if self.suspect else 0
         if failures and self.in_flight + failures > self.allowed_fails:
             return True
         if not check_usage:
@@ -144,6 +146,7 @@ class DeploymentState:
             self.probing = False
 
     def succeeded(self, now: float, probe: bool, latency: float | None) -> None:
+        self.suspect = False
         if latency is not None:
             self.latency = latency if self.latency is None else (
                 LATENCY_WEIGHT * latency + (1 - LATENCY_WEIGHT) * self.latency)
@@ -168,6 +171,7 @@ class DeploymentState:
             # An attempt that began before the cooldown: the deployment is already cooling.
             return None
         self.failures.append(now)
+        self.suspect = True
         seconds = cool_for
         if seconds is None and (probe or self._failures_in_window(now) > self.allowed_fails):
             seconds = self.cooldown

@@ -128,6 +128,15 @@ def test_a_failing_deployment_is_held_to_its_remaining_allowance():
     assert s.saturated(0.1)  # 1 failure + 2 in flight = the allowance
 
 
+def test_a_success_lifts_the_hold_on_a_flaky_deployment():
+    s = state()
+    fail(s, 0.0)
+    s.succeeded(0.2, False, 0.1)
+    for _ in range(5):
+        s.begin(0.3)
+    assert not s.saturated(0.3)
+
+
 def test_latency_estimate_is_a_moving_average():
     s = state()
     s.succeeded(0.0, False, 1.0)
