@@ -15,6 +15,7 @@ cooldown; a client's own mistake (UpstreamRejected) ends the request at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections import deque
@@ -44,6 +45,8 @@ from router.providers.base import is_content
 from router.shared_state import LocalShare, RedisShare, SharedState
 
 __all__ = ["Dispatcher", "Routed", "RoutedStream", "backoff_delay"]
+
+events = logging.getLogger("turnout.events")
 
 Clock = Callable[[], float]
 Operation = Literal["complete", "embed", "stream"]
@@ -414,13 +417,15 @@ class Dispatcher:
             await self._share.add_tokens(state.id, tokens)
 
     async def _sync_shared(self) -> None:
-        cooling_before = {s.id for s in self._states.values()
-                          if s.health(self._clock()) == "cooling"}
-        await self._share.sync(self._states.values())
+        cooled = await self._share.sync(self._states.values())
         now = self._clock()
-        for state in self._states.values():
-            if state.health(now) == "cooling" and state.id not in cooling_before:
+        for state in cooled:
+            if state.cooled_until is not None:
                 state.recent.append({"at": now, "reason": "cooled down by another replica"})
+                events.info("deployment %s cooled down by another replica", state.id,
+                            extra={"event": "deployment_cooled_down", "deployment": state.id,
+                                   "seconds": round(state.cooled_until - now, 3),
+                                   "reason": "another replica"})
 
     def _count(self, deployment: str, outcome: str) -> None:
         self._metrics.upstream_attempts.labels(deployment, outcome).inc()

@@ -75,8 +75,9 @@ class SharedState(Protocol):
         """True while replicas share state (False: local, or Redis is unavailable)."""
         ...
 
-    async def sync(self, states: Iterable[DeploymentState]) -> None:
-        """Adopt cooldowns other replicas started (at most every SYNC_INTERVAL)."""
+    async def sync(self, states: Iterable[DeploymentState]) -> list[DeploymentState]:
+        """Adopt cooldowns other replicas started (at most every SYNC_INTERVAL); returns
+        the deployments that this made cool down."""
         ...
 
     async def publish_cooldown(self, deployment: str, seconds: float) -> None: ...
@@ -98,8 +99,8 @@ class LocalShare:
     def shared(self) -> bool:
         return False
 
-    async def sync(self, states: Iterable[DeploymentState]) -> None:
-        return None
+    async def sync(self, states: Iterable[DeploymentState]) -> list[DeploymentState]:
+        return []
 
     async def publish_cooldown(self, deployment: str, seconds: float) -> None:
         return None
@@ -136,11 +137,11 @@ class RedisShare:
     def shared(self) -> bool:
         return self._down_until is None or self._clock() >= self._down_until
 
-    async def sync(self, states: Iterable[DeploymentState]) -> None:
+    async def sync(self, states: Iterable[DeploymentState]) -> list[DeploymentState]:
         now = self._clock()
         if not self.shared or (self._last_sync is not None
                                and now - self._last_sync < SYNC_INTERVAL):
-            return
+            return []
         self._last_sync = now
         states = list(states)
 
@@ -153,11 +154,10 @@ class RedisShare:
 
         ttls = await self._call(read())
         if ttls is None:
-            return
+            return []
         now = self._clock()
-        for state, ttl in zip(states, ttls, strict=True):
-            if ttl > 0:
-                state.adopt_cooldown(now, ttl / 1000)
+        return [state for state, ttl in zip(states, ttls, strict=True)
+                if ttl > 0 and state.adopt_cooldown(now, ttl / 1000)]
 
     async def publish_cooldown(self, deployment: str, seconds: float) -> None:
         if self.shared:

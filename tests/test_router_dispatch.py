@@ -319,6 +319,18 @@ async def test_hedge_races_a_silent_attempt_and_cancels_the_loser():
     assert fleet.calls["m1"] == 6
 
 
+async def test_hedge_races_a_stream_slow_to_its_first_content():
+    fleet = Fleet()
+    fleet.fail("m0", hang())
+    config = config_from(two_deployments(router='hedge_after = "20ms"\nallowed_fails = 9'))
+    async with app_client(config, fleet.transport(), clock=FakeClock(),
+                          rng=random.Random(3)) as client:
+        responses = [await client.post("/v1/chat/completions", json=STREAM) for _ in range(6)]
+    assert {sse_events(r.text)[-1] for r in responses} == {"[DONE]"}
+    assert {r.headers["x-turnout-deployment"] for r in responses} == {"m1"}
+    assert fleet.cancelled["m0"] == fleet.calls["m0"] >= 1
+
+
 async def test_no_hedge_when_the_first_attempt_answers_in_time():
     fleet = Fleet()
     config = config_from(two_deployments(router='hedge_after = "5s"'))
