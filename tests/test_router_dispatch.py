@@ -7,6 +7,7 @@ matters to cooldowns and rate windows is a FakeClock moved by the test.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 
@@ -86,7 +87,8 @@ async def test_attempt_timeout_fails_over_and_cools_the_slow_deployment():
     assert fleet.cancelled["m0"] == fleet.calls["m0"]  # each timed-out call was cancelled
 
 
-async def test_429_with_retry_after_cools_at_once_for_that_long():
+async def test_429_with_retry_after_cools_at_once_for_that_long(caplog):
+    caplog.set_level(logging.INFO, logger="turnout.events")
     fleet, clock = Fleet(), FakeClock()
     fleet.fail("m0", status(429, retry_after="5"))
     async with app_client(config_from(two_deployments()), fleet.transport(), clock=clock,
@@ -103,6 +105,11 @@ async def test_429_with_retry_after_cools_at_once_for_that_long():
         for _ in range(20):
             await client.post("/v1/chat/completions", json=CHAT)
     assert fleet.calls["m0"] > 2  # the probe succeeded: back in rotation
+    events = [(getattr(r, "event", None), getattr(r, "deployment", None)) for r in caplog.records]
+    assert events.count(("deployment_cooled_down", "m0")) == 1
+    assert events.count(("deployment_recovered", "m0")) == 1
+    [cooled] = [r for r in caplog.records if getattr(r, "event", None) == "deployment_cooled_down"]
+    assert cooled.seconds == 5.0
 
 
 @pytest.mark.parametrize("code", [401, 403])
