@@ -50,6 +50,22 @@ class UsageWindow:
         self._prune(now)
         return self._token_sum
 
+    def frees_in(self, now: float, rpm: int, tpm: int) -> float:
+        """Seconds until there is room again under `rpm` and `tpm` (0: there is now)."""
+        self._prune(now)
+        wait = 0.0
+        if rpm and len(self._requests) >= rpm:
+            wait = self._requests[len(self._requests) - rpm] + WINDOW - now
+        if tpm and self._token_sum >= tpm:
+            excess, until = self._token_sum - tpm, now
+            for at, tokens in self._tokens:
+                excess -= tokens
+                until = at
+                if excess < 0:
+                    break
+            wait = max(wait, until + WINDOW - now)
+        return max(wait, 0.0)
+
     def add_request(self, now: float) -> None:
         self._requests.append(now)
 

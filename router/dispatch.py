@@ -97,6 +97,7 @@ class _Trace:
     deadline: float
     attempts: int = 0
     saw_limited: bool = False
+    frees_in: float | None = None  # the soonest a deployment at its rpm/tpm has room again
     last_failure: UpstreamFailure | None = None
     upstream_seconds: float = 0.0
     tried: set[str] = field(default_factory=set)
@@ -202,7 +203,8 @@ class Dispatcher:
             return AllAttemptsFailed(f"Every upstream attempt failed ({trace.attempts} made); "
                                      f"last: {trace.last_failure}")
         if trace.saw_limited:
-            return RateLimitExceeded("Every deployment of every route is at its rate limit")
+            return RateLimitExceeded("Every deployment of every route is at its rate limit",
+                                     retry_after=trace.frees_in)
         return NoHealthyDeployment("Every deployment of every route is cooling down")
 
     def _timed_out(self) -> RequestTimedOut:
@@ -252,9 +254,16 @@ class Dispatcher:
                 continue
             if state.saturated(now, check_usage=not self._share.shared):
                 trace.saw_limited = True
+                self._note_when_free(state, now, trace)
                 continue
             found.append(state)
         return found
+
+    def _note_when_free(self, state: DeploymentState, now: float, trace: _Trace) -> None:
+        d = state.deployment
+        wait = state.usage.frees_in(now, d.rpm, d.tpm)
+        if wait > 0 and (trace.frees_in is None or wait < trace.frees_in):
+            trace.frees_in = wait
 
     async def _choose(
         self, states: Sequence[DeploymentState], trace: _Trace, exclude: Sequence[str]

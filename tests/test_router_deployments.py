@@ -153,3 +153,14 @@ def test_status_shows_cooling_and_recent_failures():
     assert status["recent_failures"] == [{"seconds_ago": 4.0, "reason": "answered 500"}]
     assert status["rpm_used"] == 1 and status["rpm_limit"] == 10
     assert "api_key" not in status
+
+
+def test_frees_in_tells_when_the_oldest_usage_leaves_the_minute():
+    s = state(rpm=2, tpm=100)
+    s.usage.add_request(0.0)
+    s.usage.add_request(10.0)
+    assert s.usage.frees_in(15.0, 2, 0) == 45.0
+    assert s.usage.frees_in(15.0, 3, 0) == 0.0
+    s.usage.add_tokens(5.0, 80)
+    s.usage.add_tokens(12.0, 30)
+    assert s.usage.frees_in(15.0, 0, 100) == 50.0  # once the 80 tokens at 5 s are gone

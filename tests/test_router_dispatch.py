@@ -252,6 +252,7 @@ async def test_every_deployment_of_every_route_at_its_rpm_is_429():
         later = await client.post("/v1/chat/completions", json=CHAT)
     assert [r.status_code for r in answers] == [200] * 6 + [429]
     assert answers[6].json()["error"]["code"] == "rate_limit_exceeded"
+    assert answers[6].headers["retry-after"] == "60"  # the first requests leave the minute
     assert [r.headers["x-turnout-model-group"] for r in answers[4:6]] == ["f", "f"]
     assert calls == {"m0": 2, "m1": 2, "f0": 2}
     assert later.status_code == 200
@@ -267,6 +268,19 @@ async def test_tpm_counts_the_tokens_upstream_reported():
         after = await client.post("/v1/chat/completions", json=CHAT)
     assert codes == [200, 200, 200, 429]
     assert after.status_code == 200
+
+
+async def test_rate_limit_answer_says_when_there_is_room_again():
+    fleet, clock = Fleet(), FakeClock()
+    text = router_toml({"m": 1}, deployment="rpm = 2")
+    async with app_client(config_from(text), fleet.transport(), clock=clock) as client:
+        await client.post("/v1/chat/completions", json=CHAT)
+        clock.advance(20)
+        await client.post("/v1/chat/completions", json=CHAT)
+        clock.advance(10)
+        limited = await client.post("/v1/chat/completions", json=CHAT)
+    assert limited.status_code == 429
+    assert limited.headers["retry-after"] == "30"  # the first request leaves the minute
 
 
 async def test_max_concurrency_holds_and_overflow_is_429():
