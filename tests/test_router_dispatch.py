@@ -74,6 +74,28 @@ async def test_failing_deployment_gets_at_most_allowed_fails_plus_one_calls_per_
     assert fleet.calls["m0"] == first_window + 1  # one half-open probe, which failed
 
 
+async def test_concurrent_requests_do_not_pile_onto_a_failing_deployment():
+    fleet, clock, release = Fleet(), FakeClock(), asyncio.Event()
+    fleet.fail("m0", status(500), times=1)
+    config = config_from(two_deployments(router='allowed_fails = 2\ncooldown = "30s"'))
+    async with app_client(config, fleet.transport(), clock=clock, rng=random.Random(3)) as client:
+        while fleet.calls["m0"] == 0:
+            assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
+
+        async def slow_500(request: object, body: dict[str, object]) -> object:
+            await release.wait()
+            return await status(500)(request, body)  # type: ignore[arg-type]
+
+        fleet.fail("m0", slow_500)  # type: ignore[arg-type]
+        requests = [asyncio.create_task(client.post("/v1/chat/completions", json=CHAT))
+                    for _ in range(12)]
+        await asyncio.sleep(0.05)  # scheduling, not a clock: let the requests make their picks
+        release.set()
+        responses = await asyncio.gather(*requests)
+    assert {r.status_code for r in responses} == {200}
+    assert fleet.calls["m0"] <= 3  # allowed_fails + 1, however many arrived at once
+
+
 async def test_attempt_timeout_fails_over_and_cools_the_slow_deployment():
     fleet, clock = Fleet(), FakeClock()
     fleet.fail("m0", hang())
