@@ -67,6 +67,22 @@ def test_stream_slow_to_first_content_fails_over_invisibly(single, fresh_upstrea
     assert wait_for(lambda: calls_for(fresh_upstream, "s0")[0].get("stream_end") == "cut")
 
 
+@pytest.mark.parametrize("step", [
+    pytest.param({"drop": True}, id="connection-dropped-mid-body"),
+    pytest.param({"body": "<html>bad gateway</html>"}, id="malformed-body"),
+    pytest.param({"status": 503}, id="503"),
+    pytest.param({"status": 429, "retry_after": 0}, id="429-retry-after-0"),
+])
+def test_a_failed_answer_over_the_wire_is_retried(single, fresh_upstream, step):
+    fresh_upstream.script({"model": "o0", **step})
+    response = httpx.post(f"{single}/v1/chat/completions", json={"model": "solo", **CHAT},
+                          timeout=10)
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["content"] == "fake answer to: hi"
+    assert response.headers["x-turnout-attempts"] == "2"
+    assert len(calls_for(fresh_upstream, "o0")) == 2
+
+
 def test_connection_dropped_after_first_content_ends_the_stream_with_an_error(
         single, fresh_upstream):
     fresh_upstream.script({"model": "o0", "drop_after": 2})
