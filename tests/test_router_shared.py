@@ -11,11 +11,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from router.app import build_gateway
+from router.config import Deployment
+from router.deployments import DeploymentState
 from router.errors import RateLimitExceeded
 from router.gateway import Gateway
 from router.metrics import Metrics
+from router.shared_state import RETRY_AFTER, RedisShare
 from tests.router_fleet import CHAT, FakeClock, Fleet, router_toml, status
 from tests.support import app_client, config_from, free_port
 
@@ -135,3 +139,37 @@ async def test_without_redis_each_replica_falls_back_to_local_state(caplog):
     events = [getattr(r, "event", None) for r in caplog.records]
     assert events.count("redis_lost") == 1
     assert "deployment_cooled_down" in events
+
+
+class FlakyRedis:
+    """Just enough of a Redis client for RedisShare.acquire, failing while `down`."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.calls = 0
+
+    def register_script(self, text: str) -> object:
+        async def run(keys: list[str], args: list[object]) -> int:
+            self.calls += 1
+            if self.down:
+                raise RedisConnectionError("connection refused")
+            return 1
+        return run
+
+
+async def test_redis_is_retried_after_a_pause_and_its_return_is_logged(caplog):
+    caplog.set_level(logging.INFO, logger="turnout.events")
+    flaky, clock = FlakyRedis(), FakeClock()
+    share = RedisShare(flaky, clock)
+    limited = DeploymentState(Deployment(id="d", provider="mock", rpm=5), "g", 30.0, 3)
+    assert await share.acquire(limited) is None  # Redis failed: use the local count
+    assert not share.shared
+    clock.advance(RETRY_AFTER - 0.1)
+    assert await share.acquire(limited) is None
+    assert flaky.calls == 1  # not asked again during the pause
+    flaky.down = False
+    clock.advance(0.1)
+    assert await share.acquire(limited) is True
+    assert share.shared
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert events == ["redis_lost", "redis_regained"]
