@@ -53,7 +53,7 @@ def build_gateway(
     providers = {
         d.id: build_provider(d, pool) for group in config.models for d in group.deployments
     }
-    dispatcher = Dispatcher(config, providers, rng)
+    dispatcher = Dispatcher(config, providers, rng, metrics=metrics, clock=clock, redis=redis)
     return Gateway(config, pool=pool, providers=providers, dispatcher=dispatcher, metrics=metrics)
 
 

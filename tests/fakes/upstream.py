@@ -8,8 +8,17 @@ Run it as `python -m tests.fakes.upstream --port P`. Control it over HTTP:
 
 A step is {"status": 500}, {"status": 429, "retry_after": 2}, {"hang": seconds},
 {"delay": seconds}, {"chunks": n, "chunk_delay": seconds}, {"break_after": n} (a stream that
-stops after n content chunks without [DONE]), {"body": "raw text"} (a malformed 200),
-{"error": {...}} with a status for an OpenAI error body. With no step left: a normal answer.
+stops after n content chunks without [DONE]), {"drop_after": n} (a stream whose connection
+is dropped after n content chunks), {"error_after": n} (a stream that sends an error event
+after n content chunks), {"drop": true} (a non-streamed answer whose connection drops
+mid-body), {"body": "raw text"} (a malformed 200), {"context_length": true} (OpenAI's 400
+context_length_exceeded), {"error": {...}} with a status for an OpenAI error body.
+A step may carry "model": it then applies only to calls for that upstream model (so one
+process can fake several deployments), and "times": n to apply to n calls (-1: all).
+With no step left: a normal answer.
+
+Each recorded call has "model"; a streamed call also "stream_end" once its stream is over:
+"complete", or "cut" when it was cancelled first (as when Turnout's client went away).
 """
 
 from __future__ import annotations
@@ -32,8 +41,27 @@ class Upstream:
         self.calls: list[dict[str, Any]] = []
         self.steps: list[dict[str, Any]] = []
 
-    def next_step(self) -> dict[str, Any]:
-        return self.steps.pop(0) if self.steps else {}
+    def next_step(self, model: str | None) -> dict[str, Any]:
+        for i, step in enumerate(self.steps):
+            if step.get("model") not in (None, model):
+                continue
+            times = step.get("times", 1)
+            if times == 1:
+                self.steps.pop(i)
+            elif times > 1:
+                self.steps[i] = {**step, "times": times - 1}
+            return step
+        return {}
+
+
+CONTEXT_LENGTH_ERROR = {
+    "message": "This model's maximum context length is 8192 tokens.",
+    "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded",
+}
+
+
+class DroppedConnection(Exception):
+    """Raised inside a response body: uvicorn then closes the connection mid-answer."""
 
 
 def create_fake(upstream: Upstream | None = None) -> Starlette:
@@ -41,9 +69,12 @@ def create_fake(upstream: Upstream | None = None) -> Starlette:
 
     async def chat(request: Request) -> Response:
         body = orjson.loads(await request.body())
-        state.calls.append({"path": request.url.path, "headers": dict(request.headers),
-                            "body": body})
-        step = state.next_step()
+        call = {"path": request.url.path, "headers": dict(request.headers), "body": body,
+                "model": body.get("model")}
+        state.calls.append(call)
+        step = state.next_step(body.get("model"))
+        if step.get("context_length"):
+            step = {**step, "status": 400, "error": CONTEXT_LENGTH_ERROR}
         if "hang" in step:
             await asyncio.sleep(step["hang"])
         if "delay" in step:
@@ -60,13 +91,26 @@ def create_fake(upstream: Upstream | None = None) -> Starlette:
             return Response(step["body"], media_type="application/json")
         text = f"fake answer to: {last_user_text(body)}"
         if body.get("stream"):
-            return StreamingResponse(stream(body, text, step), media_type="text/event-stream")
-        return Response(orjson.dumps(completion(body, text)), media_type="application/json")
+            return StreamingResponse(watched(call, stream(body, text, step)),
+                                     media_type="text/event-stream")
+        answer = orjson.dumps(completion(body, text))
+        if step.get("drop"):
+            return StreamingResponse(dropped(answer), media_type="application/json",
+                                     headers={"content-length": str(len(answer))})
+        return Response(answer, media_type="application/json")
 
     async def embeddings(request: Request) -> Response:
         body = orjson.loads(await request.body())
         state.calls.append({"path": request.url.path, "headers": dict(request.headers),
-                            "body": body})
+                            "body": body, "model": body.get("model")})
+        step = state.next_step(body.get("model"))
+        if "hang" in step:
+            await asyncio.sleep(step["hang"])
+        if "status" in step:
+            error = {"message": f"fake upstream error {step['status']}", "type": "server_error",
+                     "param": None, "code": None}
+            return Response(orjson.dumps({"error": error}), status_code=step["status"],
+                            media_type="application/json")
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         data = [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, float(i)]}
                 for i, _ in enumerate(inputs)]
@@ -126,6 +170,12 @@ async def stream(body: dict[str, Any], text: str, step: dict[str, Any]) -> Async
     for i, word in enumerate(words):
         if "break_after" in step and i >= step["break_after"]:
             return
+        if "drop_after" in step and i >= step["drop_after"]:
+            raise DroppedConnection
+        if "error_after" in step and i >= step["error_after"]:
+            error = {"message": "fake upstream failed mid-stream", "type": "server_error"}
+            yield b"data: " + orjson.dumps({"error": error}) + b"\n\n"
+            return
         await asyncio.sleep(step.get("chunk_delay", 0))
         yield event({"content": word if i == 0 else f" {word}"})
     yield event({}, "stop")
@@ -133,6 +183,23 @@ async def stream(body: dict[str, Any], text: str, step: dict[str, Any]) -> Async
         usage = {"prompt_tokens": 3, "completion_tokens": count, "total_tokens": 3 + count}
         yield b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
     yield b"data: [DONE]\n\n"
+
+
+async def watched(call: dict[str, Any], body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`body`, noting in `call` how it ended: "stream_end" is "complete", or "cut" when the
+    other side went away (or the fake dropped it) first; absent while it runs."""
+    ended = "cut"
+    try:
+        async for piece in body:
+            yield piece
+        ended = "complete"
+    finally:
+        call["stream_end"] = ended
+
+
+async def dropped(answer: bytes) -> AsyncIterator[bytes]:
+    yield answer[: len(answer) // 2]
+    raise DroppedConnection
 
 
 def main() -> None:
