@@ -103,7 +103,7 @@ def test_errors_surface_as_sdk_exception_types(sdk, turnout, fresh_upstream):
         sdk.chat.completions.create(model="chat", messages=[{"role": "user", "content": "x"}])
     assert too_long.value.code == "context_length_exceeded"
 
-    fresh_upstream.script({"status": 500})
+    fresh_upstream.script({"status": 500}, {"status": 500}, {"status": 500})  # 1 + 2 retries
     with pytest.raises(openai.InternalServerError) as failed:
         sdk.chat.completions.create(model="chat", messages=[{"role": "user", "content": "x"}])
     assert failed.value.status_code == 502
