@@ -6,6 +6,7 @@ provider relays them; only the URL and the authentication differ.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -13,6 +14,7 @@ import httpx
 import orjson
 
 from router.config import Deployment
+from router.providers.base import Chunk
 from router.providers.openai import OpenAIProvider
 
 __all__ = ["DEFAULT_API_VERSION", "AzureProvider"]
@@ -47,3 +49,18 @@ class AzureProvider(OpenAIProvider):
         # The deployment in the URL chooses the model; Azure ignores `model` in the body,
         # and the client's group name means nothing to it.
         return orjson.dumps({k: v for k, v in body.items() if k != "model"})
+
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+        """OpenAI's stream, without Azure's prompt-filter announcements.
+
+        Azure opens a stream with a chunk holding only `prompt_filter_results` (no choices,
+        an empty `object`), which is not a valid `chat.completion.chunk`; it carries nothing
+        of the answer.
+        """
+        chunks = super().stream(body)
+        try:
+            async for chunk in chunks:
+                if chunk.data.get("choices") or chunk.data.get("usage") is not None:
+                    yield chunk
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
