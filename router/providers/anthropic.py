@@ -114,6 +114,10 @@ def classify_anthropic_error(deployment: str, status: int, raw: bytes,
         return UpstreamFailure(deployment, reason, status=status)
     kind, message = _error_fields(raw)
     message = scrub(message or f"upstream answered {status}", key)
+    if "credit balance" in message.lower():
+        # Anthropic answers an account out of credit with a 400: the deployment's problem,
+        # which another deployment may not have.
+        return UpstreamFailure(deployment, f"account cannot pay ({status})", status=status)
     if "prompt is too long" in message.lower():
         body = {"error": {"message": message, "type": "invalid_request_error",
                           "param": "messages", "code": "context_length_exceeded"}}

@@ -72,7 +72,7 @@ _TEXT_FORMAT = {"type": "text"}
 
 # Parameters that cannot change the answer: storage, billing, tracing and Turnout's own.
 HARMLESS = frozenset({"model", "stream", "stream_options", "user", "metadata", "store",
-                      "service_tier"})
+                      "service_tier", "prompt_cache_key", "safety_identifier"})
 
 
 def check_parameters(body: Mapping[str, Any], provider: str, supported: Iterable[str],
