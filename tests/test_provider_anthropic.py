@@ -553,3 +553,27 @@ def test_stream_broken_after_content_ends_in_an_error(sdk: openai.OpenAI, vendor
             received.append(item)
     assert "".join(c.choices[0].delta.content or "" for c in received if c.choices)
     assert not any(c.choices[0].finish_reason for c in received if c.choices)
+
+
+def test_fake_api_rejects_what_the_real_api_rejects() -> None:
+    from tests.fakes.anthropic import validate
+
+    ok = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    use = {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f",
+                                             "input": {}}]}
+    result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1"}]}
+    assert validate(ok) is None
+    assert validate({**ok, "messages": [USER, use, result]}) is None
+    problems = {
+        "two-user-turns": {**ok, "messages": [USER, USER]},
+        "no-max-tokens": {"model": "m", "messages": [USER]},
+        "unknown-field": {**ok, "n": 2},
+        "tool-use-unanswered": {**ok, "messages": [USER, use, USER]},
+        "tool-result-unasked": {**ok, "messages": [USER, {"role": "assistant",
+                                                         "content": "x"}, result]},
+        "empty-text": {**ok, "messages": [{"role": "user", "content": ""}]},
+        "temperature-above-1": {**ok, "temperature": 1.2},
+        "system-role": {**ok, "messages": [{"role": "system", "content": "x"}]},
+    }
+    assert {name: bool(validate(body)) for name, body in problems.items()} == dict.fromkeys(
+        problems, True)

@@ -514,3 +514,23 @@ def test_stream_closed_before_finish_ends_in_an_error(sdk: openai.OpenAI,
             received.append(item)
     assert "".join(c.choices[0].delta.content or "" for c in received if c.choices)
     assert not any(c.choices[0].finish_reason for c in received if c.choices)
+
+
+def test_fake_api_rejects_what_the_real_api_rejects() -> None:
+    from tests.fakes.gemini import validate
+
+    user = {"role": "user", "parts": [{"text": "hi"}]}
+    call = {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {}}}]}
+    answer_ = {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {}}}]}
+    assert validate({"contents": [user, call, answer_]}) is None
+    problems = {
+        "unknown-field": {"contents": [user], "temperature": 1},
+        "unknown-config": {"contents": [user], "generationConfig": {"max_tokens": 3}},
+        "assistant-role": {"contents": [{"role": "assistant", "parts": [{"text": "x"}]}]},
+        "no-contents": {"contents": []},
+        "empty-parts": {"contents": [{"role": "user", "parts": []}]},
+        "call-unanswered": {"contents": [user, call, user]},
+        "response-unasked": {"contents": [user, answer_]},
+    }
+    assert {name: bool(validate(body)) for name, body in problems.items()} == dict.fromkeys(
+        problems, True)

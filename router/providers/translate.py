@@ -20,7 +20,9 @@ __all__ = [
     "TranslationError",
     "chat_completion",
     "check_parameters",
+    "choice",
     "chunk",
+    "chunk_base",
     "data_url",
     "encode_embedding",
     "message_text",
@@ -29,7 +31,10 @@ __all__ = [
     "rejected",
     "scrub",
     "stop_list",
+    "tool_call",
     "usage",
+    "usage_chunk",
+    "wants_usage",
 ]
 
 
