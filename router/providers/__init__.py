@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from router.config import Deployment
+from router.providers.anthropic import AnthropicProvider
+from router.providers.azure import AzureProvider
 from router.providers.base import Answer, Chunk, Provider
+from router.providers.gemini import GeminiProvider
 from router.providers.mock import MockProvider
 from router.providers.openai import OpenAIProvider
 from router.providers.pool import ClientPool
@@ -19,4 +22,8 @@ def build_provider(deployment: Deployment, pool: ClientPool) -> Provider:
     client = pool.client_for(deployment.base_url)
     if deployment.provider == "openai":
         return OpenAIProvider(deployment, client)
-    raise ValueError(f"provider {deployment.provider!r} is not available in this build")
+    if deployment.provider == "azure":
+        return AzureProvider(deployment, client)
+    if deployment.provider == "anthropic":
+        return AnthropicProvider(deployment, client)
+    return GeminiProvider(deployment, client)
