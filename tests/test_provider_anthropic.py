@@ -363,6 +363,9 @@ async def test_embeddings_are_refused_naming_the_provider() -> None:
     assert "anthropic" in caught.value.message
 
 
+NO_RETRIES = "[router]\nnum_retries = 0\nallowed_fails = 1000\n"
+
+
 # End to end: the openai SDK -> `turnout serve` -> the fake Anthropic API.
 
 def group(name: str, url: str, key: str) -> str:
@@ -379,7 +382,10 @@ def vendor() -> Iterator[FakeVendor]:
 
 @pytest.fixture(scope="module")
 def turnout(vendor: FakeVendor, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    config = group("claude", vendor.url, KEY) + group("claude-badkey", vendor.url, "sk-wrong")
+    # One attempt per request and no cooldowns: these tests are about translation, so a
+    # scripted vendor failure must reach the client (retries are tested in test_router_*).
+    config = NO_RETRIES + group("claude", vendor.url, KEY)
+    config += group("claude-badkey", vendor.url, "sk-wrong")
     with turnout_process(config, Path(tmp_path_factory.mktemp("anthropic"))) as url:
         yield url
 

@@ -354,6 +354,9 @@ async def test_requests_go_to_model_methods_with_the_key_header() -> None:
     assert chunks[-1].data["choices"][0]["finish_reason"] == "stop"
 
 
+NO_RETRIES = "[router]\nnum_retries = 0\nallowed_fails = 1000\n"
+
+
 # End to end: the openai SDK -> `turnout serve` -> the fake Gemini API.
 
 def group(name: str, url: str, key: str, model: str = "gemini-fake") -> str:
@@ -369,8 +372,12 @@ def vendor() -> Iterator[FakeVendor]:
 
 @pytest.fixture(scope="module")
 def turnout(vendor: FakeVendor, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    config = (group("gem", vendor.url, KEY) + group("gem-badkey", vendor.url, "AIza-wrong")
-              + group("gem-embed", vendor.url, KEY, "text-embedding-004"))
+    # One attempt per request and no cooldowns: these tests are about translation, so a
+    # scripted vendor failure must reach the client (retries are tested in test_router_*).
+    config = NO_RETRIES + group("gem", vendor.url, KEY)
+    config += (group("gem-badkey", vendor.url, "AIza-wrong")
+               + group("gem-embed", vendor.url, KEY, "text-embedding-004")
+               + group("gem-limited", vendor.url, KEY))
     with turnout_process(config, Path(tmp_path_factory.mktemp("gemini"))) as url:
         yield url
 
@@ -492,7 +499,6 @@ def test_unsupported_parameter_is_a_400_naming_it_and_the_provider(sdk: openai.O
 @pytest.mark.e2e
 @pytest.mark.parametrize("step", [
     pytest.param({"status": 503}, id="unavailable"),
-    pytest.param({"status": 429, "retry_after": 3}, id="rate-limited"),
     pytest.param({"body": "[]"}, id="malformed-body"),
     pytest.param({"break_after": 0}, id="empty-stream"),
 ])
@@ -502,6 +508,19 @@ def test_vendor_failures_are_502(sdk: openai.OpenAI, vendor: FakeVendor,
     with pytest.raises(openai.APIStatusError) as caught:
         list(sdk.chat.completions.create(model="gem", messages=[USER], stream=True))
     assert caught.value.status_code == 502
+
+
+@pytest.mark.e2e
+def test_rate_limit_is_a_502_then_cools_the_deployment(sdk: openai.OpenAI,
+                                                       vendor: FakeVendor) -> None:
+    vendor.script({"status": 429, "retry_after": 3})
+    with pytest.raises(openai.APIStatusError) as first:
+        sdk.chat.completions.create(model="gem-limited", messages=[USER])
+    with pytest.raises(openai.APIStatusError) as second:
+        sdk.chat.completions.create(model="gem-limited", messages=[USER])
+    assert first.value.status_code == 502
+    assert second.value.status_code == 503
+    assert second.value.code == "no_healthy_deployment"
 
 
 @pytest.mark.e2e
