@@ -115,21 +115,28 @@ class RateLimitExceeded(TurnoutError):
         return {"retry-after": str(max(1, round(self.retry_after)))}
 
 
-class AllAttemptsFailed(TurnoutError):
-    status = 502
+class _RoutedOut(TurnoutError):
+    """Turnout already retried and fell back: tell the OpenAI SDK not to retry on top
+    (its `x-should-retry` header), so retries are not multiplied (router x SDK)."""
+
     type = "upstream_error"
+
+    def headers(self) -> dict[str, str]:
+        return {"x-should-retry": "false"}
+
+
+class AllAttemptsFailed(_RoutedOut):
+    status = 502
     code = "upstream_error"
 
 
-class NoHealthyDeployment(TurnoutError):
+class NoHealthyDeployment(_RoutedOut):
     status = 503
-    type = "upstream_error"
     code = "no_healthy_deployment"
 
 
-class RequestTimedOut(TurnoutError):
+class RequestTimedOut(_RoutedOut):
     status = 504
-    type = "upstream_error"
     code = "upstream_timeout"
 
 

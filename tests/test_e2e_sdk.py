@@ -125,3 +125,15 @@ def test_repo_router_toml_answers_with_mock_groups(tmp_path):
     assert answer.choices[0].message.content.endswith(": hello")
     assert streamed.endswith(": hello")
     assert len(vectors.data[0].embedding) == 8
+
+
+def test_sdk_does_not_retry_what_turnout_already_retried(fresh_upstream, tmp_path):
+    config = "[router]\nallowed_fails = 100\nretry_backoff = 0\n" + upstream_config(
+        fresh_upstream.url)
+    fresh_upstream.script(*[{"status": 500}] * 9)
+    with turnout_process(config, tmp_path) as url:
+        sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="client-key-1", max_retries=2)
+        with pytest.raises(openai.InternalServerError):
+            sdk.chat.completions.create(model="chat",
+                                        messages=[{"role": "user", "content": "x"}])
+    assert len(fresh_upstream.calls()) == 3  # Turnout's 1 + 2 retries, not 3 x 3

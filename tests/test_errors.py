@@ -167,4 +167,6 @@ async def test_upstream_auth_failure_is_not_shown_to_the_client():
         response = await client.post("/v1/chat/completions", json=CHAT)
     assert response.status_code in (502, 503)
     assert response.json()["error"]["type"] == "upstream_error"
+    # The router already retried: the OpenAI SDK must not multiply the retries.
+    assert response.headers["x-should-retry"] == "false"
     assert "Incorrect API key" not in response.text
