@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from router import endpoints
+from router.caching import build_cache
 from router.config import Config
 from router.dispatch import Dispatcher
 from router.errors import TurnoutError, error_body
@@ -54,7 +55,11 @@ def build_gateway(
         d.id: build_provider(d, pool) for group in config.models for d in group.deployments
     }
     dispatcher = Dispatcher(config, providers, rng)
-    return Gateway(config, pool=pool, providers=providers, dispatcher=dispatcher, metrics=metrics)
+    gateway = Gateway(config, pool=pool, providers=providers, dispatcher=dispatcher,
+                      metrics=metrics)
+    gateway.cache = build_cache(config, redis=redis, clock=clock, metrics=metrics,
+                                masker=gateway.masker)
+    return gateway
 
 
 def create_app(
@@ -75,6 +80,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own_redis = redis is None and needs_redis(config)
+        # open_redis connects lazily: Turnout starts while Redis is down.
         shared_redis = open_redis(config.redis) if own_redis and config.redis else redis
         gateway = build_gateway(config, metrics=metrics, transport=transport,
                                 redis=shared_redis, rng=rng, clock=clock)
