@@ -28,6 +28,7 @@ rules change, so entries written under other rules are never read.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -85,7 +86,12 @@ def canonical_form(
             continue
         params[name] = value
     form["params"] = params
-    return orjson.dumps(form, option=orjson.OPT_SORT_KEYS)
+    try:
+        return orjson.dumps(form, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        # Integers beyond 64 bits (orjson refuses them; JSON allows them).
+        return json.dumps(form, sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False).encode()
 
 
 def key_for(
