@@ -97,10 +97,13 @@ class Flight(Generic[T, R]):
         self.result: R | None = None
         self.error: BaseException | None = None
         self.stream: Broadcast[T] | None = None
+        self.origin = ""
         self.waiters = 0
 
-    def streaming(self, broadcast: Broadcast[T]) -> None:
+    def streaming(self, broadcast: Broadcast[T], origin: str) -> None:
+        """The leader streams; `origin` says who answers (the model group)."""
         self.stream = broadcast
+        self.origin = origin
         self.ready.set()
 
     def succeed(self, result: R) -> None:

@@ -17,7 +17,7 @@ events = logging.getLogger("turnout.events")
 
 class Breaker:
     def __init__(self, clock: Callable[[], float], *, name: str = "redis",
-                 retry_after: float = 1.0, max_retry_after: float = 15.0) -> None:
+                 retry_after: float = 0.5, max_retry_after: float = 5.0) -> None:
         self._clock = clock
         self._name = name
         self._base = retry_after

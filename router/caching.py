@@ -149,7 +149,7 @@ class ResponseCaching:
 
     def status(self) -> dict[str, Any]:
         s = self.settings
-        looked = self.counts["hit"] + self.counts["miss"] + self.counts["stale"]
+        looked = self.counts["hit"] + self.counts["miss"]
         return {
             "enabled": True, "backend": s.backend, "mode": s.mode, "scope": s.scope,
             "ttl": s.ttl, "coalesce": s.coalesce, "stale_if_error": s.stale_if_error,
@@ -263,14 +263,19 @@ class ResponseCaching:
         """The leader's answer for a waiter, or None when the leader vanished (take over)."""
         flight.waiters += 1
         try:
-            await flight.ready.wait()
-            if flight.stream is not None and inbound.stream and not flight.done.is_set():
-                self._count("hit")
-                self.counts["coalesced"] += 1
-                chunks = _strip_usage(flight.stream.follow(), _wants_usage(inbound))
-                return _outcome_of_stream(self._masker, chunks, {
-                    **_hit_headers(key, "hit", 0), "x-turnout-model-group": inbound.group})
-            await flight.done.wait()
+            async with asyncio.timeout(self._wait_limit):
+                await flight.ready.wait()
+                if flight.stream is not None and inbound.stream and not flight.done.is_set():
+                    self._count("hit")
+                    self.counts["coalesced"] += 1
+                    chunks = _strip_usage(flight.stream.follow(), _wants_usage(inbound))
+                    return _outcome_of_stream(self._masker, chunks, {
+                        **_hit_headers(key, "hit", 0), "x-turnout-model-group": flight.origin,
+                        "x-turnout-attempts": "0"})
+                await flight.done.wait()
+        except TimeoutError:
+            raise RequestTimedOut("The identical request this one waited on took too long"
+                                  ) from None
         finally:
             flight.waiters -= 1
         if flight.result is not None:
@@ -375,7 +380,7 @@ class _Leader:
         if isinstance(routed, RoutedStream):
             self.broadcast = Broadcast(on_idle=self._idle)
             if self._flight is not None:
-                self._flight.streaming(self.broadcast)
+                self._flight.streaming(self.broadcast, routed.group)
             self._pump = self._owner.spawn(self._relay(routed))
             return routed
         entry = await self._owner.store_entry(self._key, self._decision, routed.answer.data,

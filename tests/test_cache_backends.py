@@ -57,7 +57,8 @@ def key() -> str:
 
 
 def redis_store(client: Any, clock: Clock | None = None, timeout: float = 1.0) -> RedisStore:
-    return RedisStore(client, timeout=timeout, breaker=Breaker(clock or Clock()))
+    breaker = Breaker(clock or Clock(), retry_after=1.0, max_retry_after=15.0)
+    return RedisStore(client, timeout=timeout, breaker=breaker)
 
 
 async def test_memory_get_put_and_ttl_on_the_clock():
