@@ -72,12 +72,13 @@ def build_cache(config: Config, *, redis: Any, clock: Clock, metrics: Metrics,
                 masker: SecretMasker) -> ResponseCaching:
     """The cache `config` asks for; `redis` is the shared client (owned by the caller)."""
     settings = config.cache
-    # Entries carry their store time, and replicas read each other's: wall time, unless a
-    # test injected its own clock.
-    entry_clock = time.time if clock is time.monotonic else clock
     store: Store
     replicas = None
+    entry_clock = clock
     if settings.backend == "redis" and redis is not None:
+        # Replicas read each other's entries and their store times: wall time, unless a
+        # test injected its own clock.
+        entry_clock = time.time if clock is time.monotonic else clock
         timeout = config.redis.timeout if config.redis is not None else 0.25
         redis_store = RedisStore(redis, timeout=timeout, breaker=Breaker(clock))
         replicas = ReplicaLock(redis_store) if settings.coalesce else None
@@ -115,7 +116,7 @@ class ResponseCaching:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.counts = dict.fromkeys((*RESULTS, "coalesced", "stored", "unavailable"), 0)
 
-    async def handle(self, inbound: Inbound, call: Call, render: Render) -> Any:
+    async def handle(self, inbound: Inbound, call: Call, render: Render) -> Outcome:
         """The Outcome for `inbound`; `call` goes upstream, `render` makes an Outcome of it."""
         decision = decide(mode=self.settings.mode, caching=inbound.caching,
                           controls=inbound.cache_controls, default_ttl=self.settings.ttl,
@@ -167,14 +168,14 @@ class ResponseCaching:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    async def _bypass(self, inbound: Inbound, call: Call, render: Render) -> Any:
+    async def _bypass(self, inbound: Inbound, call: Call, render: Render) -> Outcome:
         self._count("bypass")
         outcome = render(await call(inbound))
         outcome.headers["x-turnout-cache"] = "bypass"
         return outcome
 
     async def _serve(self, inbound: Inbound, decision: Decision, key: str, call: Call,
-                     render: Render) -> Any:
+                     render: Render) -> Outcome:
         if not decision.lookup:
             return await self._lead(inbound, decision, key, call, render, "refresh", None)
         for _ in range(_TAKEOVERS):
@@ -220,7 +221,7 @@ class ResponseCaching:
             return None
 
     async def _lead_flight(self, inbound: Inbound, decision: Decision, key: str, call: Call,
-                           render: Render) -> Any:
+                           render: Render) -> Outcome:
         flight: Flight[Chunk, Entry] = Flight()
         self._flights[key] = flight
         try:
@@ -259,7 +260,8 @@ class ResponseCaching:
         except TimeoutError:
             return None
 
-    async def _follow(self, flight: Flight[Chunk, Entry], inbound: Inbound, key: str) -> Any:
+    async def _follow(self, flight: Flight[Chunk, Entry], inbound: Inbound,
+                      key: str) -> Outcome | None:
         """The leader's answer for a waiter, or None when the leader vanished (take over)."""
         flight.waiters += 1
         try:
@@ -287,7 +289,7 @@ class ResponseCaching:
 
     async def _lead(self, inbound: Inbound, decision: Decision, key: str, call: Call,
                     render: Render, label: str, flight: Flight[Chunk, Entry] | None,
-                    lease: Lease | bool | None = None) -> Any:
+                    lease: Lease | bool | None = None) -> Outcome:
         self._count(label)
         upstream = inbound
         if inbound.stream:
@@ -305,8 +307,8 @@ class ResponseCaching:
                 task.cancel()
             raise
         if isinstance(routed, RoutedStream):
-            assert leader.broadcast is not None
-            chunks = _strip_usage(leader.broadcast.follow(), _wants_usage(inbound))
+            assert leader.reader is not None
+            chunks = _strip_usage(leader.reader, _wants_usage(inbound))
             outcome = render(replace(routed, chunks=chunks))
         else:
             outcome = render(routed)
@@ -314,7 +316,7 @@ class ResponseCaching:
         outcome.headers["x-turnout-cache-key"] = key
         return outcome
 
-    def _answer(self, entry: Entry, inbound: Inbound, key: str, label: str) -> Any:
+    def _answer(self, entry: Entry, inbound: Inbound, key: str, label: str) -> Outcome:
         self._count(label)
         headers = {**_hit_headers(key, label, int(entry.age(self._clock()))),
                    "x-turnout-model-group": entry.group, "x-turnout-attempts": "0"}
@@ -369,6 +371,7 @@ class _Leader:
         self._flight = flight
         self._lease = lease
         self.broadcast: Broadcast[Chunk] | None = None
+        self.reader: AsyncIterator[Chunk] | None = None
         self._pump: asyncio.Task[None] | None = None
 
     async def call(self, call: Call, inbound: Inbound) -> Routed | RoutedStream:
@@ -379,6 +382,8 @@ class _Leader:
             raise
         if isinstance(routed, RoutedStream):
             self.broadcast = Broadcast(on_idle=self._idle)
+            # The leading client reads from the first chunk, counted before anyone else.
+            self.reader = self.broadcast.follow()
             if self._flight is not None:
                 self._flight.streaming(self.broadcast, routed.group)
             self._pump = self._owner.spawn(self._relay(routed))

@@ -76,6 +76,7 @@ async def test_identical_request_is_served_from_cache(upstream):
     assert second.headers["age"] == "0"
     assert second.headers["x-turnout-model-group"] == "m"
     assert "x-turnout-deployment" not in second.headers
+    assert second.headers["x-turnout-attempts"] == "0"
     assert upstream.calls == 1
     assert "caching" not in upstream.json() and "cache" not in upstream.json()
     assert 'turnout_cache_lookups_total{result="hit"} 1.0' in metrics
