@@ -86,8 +86,13 @@ class RedisStore:
         return result
 
 
+# Redis refuses an expiry that overflows its clock ("invalid expire time"), and a refused
+# command would trip the breaker for everyone: a client's huge ttl is capped (~100 years).
+_LONGEST_MS = 100 * 365 * 86_400_000
+
+
 def _millis(seconds: float) -> int:
-    return max(1, int(seconds * 1000))
+    return max(1, min(_LONGEST_MS, int(seconds * 1000)))
 
 
 def _as_bytes(value: Any) -> bytes | None:

@@ -105,6 +105,13 @@ async def test_redis_fractional_ttl_is_kept_in_milliseconds(redis_client, key):
     assert 2_000 < await redis_client.pttl(key) <= 2_500
 
 
+async def test_redis_huge_ttl_is_capped_not_refused(redis_client, key):
+    store = redis_store(redis_client)
+    await store.put(key, b"v", ttl=1e300)
+    assert await store.get(key) == b"v"
+    assert store.breaker.healthy
+
+
 @pytest.mark.integration
 async def test_real_redis_expires_entries():
     # The server's clock cannot be injected: this one waits 150ms of real time.
