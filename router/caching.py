@@ -124,16 +124,24 @@ class ResponseCaching:
         if not decision.enabled:
             return await self._bypass(inbound, call, render)
         key = self.key_of(inbound, decision)
+        # Each request counts once, under how it was finally answered.
+        label = "miss" if decision.lookup else "refresh"
         try:
-            return await self._serve(inbound, decision, key, call, render)
+            outcome = await self._serve(inbound, decision, key, call, render)
         except ROUTES_FAILED:
             stale = await self._stale(key)
             if stale is None:
+                self._count(label)
                 raise
-            return self._answer(stale, inbound, key, "stale")
+            outcome = self._answer(stale, inbound, key, "stale")
         except CacheUnavailable:
             self.counts["unavailable"] += 1
             return await self._bypass(inbound, call, render)
+        except TurnoutError:
+            self._count(label)
+            raise
+        self._count(outcome.headers["x-turnout-cache"])
+        return outcome
 
     def key_of(self, inbound: Inbound, decision: Decision) -> str:
         scope = scope_of(inbound.client_key, self.settings.scope)
@@ -268,7 +276,6 @@ class ResponseCaching:
             async with asyncio.timeout(self._wait_limit):
                 await flight.ready.wait()
                 if flight.stream is not None and inbound.stream and not flight.done.is_set():
-                    self._count("hit")
                     self.counts["coalesced"] += 1
                     chunks = _strip_usage(flight.stream.follow(), _wants_usage(inbound))
                     return _outcome_of_stream(self._masker, chunks, {
@@ -290,7 +297,6 @@ class ResponseCaching:
     async def _lead(self, inbound: Inbound, decision: Decision, key: str, call: Call,
                     render: Render, label: str, flight: Flight[Chunk, Entry] | None,
                     lease: Lease | bool | None = None) -> Outcome:
-        self._count(label)
         upstream = inbound
         if inbound.stream:
             # Ask for usage so a streamed entry is as complete as a non-streamed one; a
@@ -317,7 +323,6 @@ class ResponseCaching:
         return outcome
 
     def _answer(self, entry: Entry, inbound: Inbound, key: str, label: str) -> Outcome:
-        self._count(label)
         headers = {**_hit_headers(key, label, int(entry.age(self._clock()))),
                    "x-turnout-model-group": entry.group, "x-turnout-attempts": "0"}
         if inbound.stream:

@@ -352,6 +352,7 @@ async def test_stale_entry_answers_when_every_route_failed():
                                          json={**CACHED, "stream": True})
         clock.now += 11
         gone = await client.post("/v1/chat/completions", json=CACHED)
+        metrics = (await client.get("/metrics")).text
     assert stale.status_code == 200
     assert stale.headers["x-turnout-cache"] == "stale"
     assert stale.headers["age"] == "80"
@@ -359,6 +360,8 @@ async def test_stale_entry_answers_when_every_route_failed():
     assert streamed_text(stale_stream) == "kept"
     assert stale_stream.headers["x-turnout-cache"] == "stale"
     assert gone.status_code == 502
+    assert 'turnout_cache_lookups_total{result="stale"} 2.0' in metrics
+    assert 'turnout_cache_lookups_total{result="miss"} 2.0' in metrics
 
 
 async def test_stale_is_not_used_for_the_clients_own_errors():
