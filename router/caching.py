@@ -305,6 +305,7 @@ class ResponseCaching:
             upstream = replace(inbound, body={**inbound.body, "stream_options": options})
         leader = _Leader(self, decision, key, flight, lease if isinstance(lease, Lease) else None)
         task = self.spawn(leader.call(call, upstream))
+        task.add_done_callback(leader.ended)
         try:
             routed = await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -392,6 +393,7 @@ class _Leader:
             if self._flight is not None:
                 self._flight.streaming(self.broadcast, routed.group)
             self._pump = self._owner.spawn(self._relay(routed))
+            self._pump.add_done_callback(self.ended)
             return routed
         entry = await self._owner.store_entry(self._key, self._decision, routed.answer.data,
                                               routed.group)
@@ -432,6 +434,9 @@ class _Leader:
         if self._lease is not None:
             lease, self._lease = self._lease, None
             await lease.release()
+        self._settle(entry, error)
+
+    def _settle(self, entry: Entry | None, error: TurnoutError | None) -> None:
         flight = self._flight
         if flight is None or flight.done.is_set():
             return
@@ -441,6 +446,19 @@ class _Leader:
             flight.fail(error)
         if self._owner._flights.get(self._key) is flight:
             del self._owner._flights[self._key]
+
+    def ended(self, task: asyncio.Task[Any]) -> None:
+        """Done callback of this leader's tasks. A task cancelled before it ever ran (as
+        `aclose` may do at shutdown) never reached its own clean-up; this one ends the
+        flight and the broadcast so that no waiter or reader is left hanging."""
+        if not task.cancelled() and task.exception() is None:
+            return
+        self._settle(None, None)
+        if self.broadcast is not None and not self.broadcast.ended:
+            self.broadcast.fail(UpstreamFailure("-", "stream abandoned"))
+        if self._lease is not None:
+            lease, self._lease = self._lease, None
+            self._owner.spawn(lease.release())
 
 
 def _hit_headers(key: str, label: str, age: int) -> dict[str, str]:

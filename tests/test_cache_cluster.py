@@ -32,7 +32,7 @@ def one_node_cluster(tmp_path: Path) -> Iterator[int]:
          "--appendonly", "no", "--dir", str(tmp_path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        client = Redis(port=port, socket_timeout=0.5)
+        client = Redis(host="127.0.0.1", port=port, socket_timeout=0.5)
         deadline = time.monotonic() + 10
         while True:
             try:

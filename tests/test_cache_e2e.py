@@ -187,7 +187,7 @@ def own_redis(port: int, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
         deadline = time.monotonic() + 10
         while True:
             try:
-                Redis(port=port, socket_timeout=0.5).ping()
+                Redis(host="127.0.0.1", port=port, socket_timeout=0.5).ping()
                 break
             except Exception:
                 if time.monotonic() > deadline or process.poll() is not None:

@@ -565,3 +565,4 @@ async def test_unreadable_entry_is_a_miss(upstream):
         second = await client.post("/v1/chat/completions", json=CACHED)
     assert second.status_code == 200
     assert second.headers["x-turnout-cache"] == "miss"
+
