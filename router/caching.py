@@ -244,8 +244,8 @@ class ResponseCaching:
             flight.fail(None)
             raise
         finally:
-            if flight.done.is_set() and self._flights.get(key) is flight:
-                del self._flights[key]
+            if flight.done.is_set():
+                self.forget_flight(key, flight)
         # From here the leader's task ends the flight, whatever happens to this request.
         return await self._lead(inbound, decision, key, call, render, "miss", flight, lease)
 
@@ -351,6 +351,11 @@ class ResponseCaching:
         task.add_done_callback(self._forget)
         return task
 
+    def forget_flight(self, key: str, flight: Flight[Chunk, Entry]) -> None:
+        """A finished flight: later identical requests look the cache up again."""
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+
     def _forget(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled():
@@ -444,8 +449,7 @@ class _Leader:
             flight.succeed(entry)
         else:
             flight.fail(error)
-        if self._owner._flights.get(self._key) is flight:
-            del self._owner._flights[self._key]
+        self._owner.forget_flight(self._key, flight)
 
     def ended(self, task: asyncio.Task[Any]) -> None:
         """Done callback of this leader's tasks. A task cancelled before it ever ran (as

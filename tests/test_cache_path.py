@@ -566,3 +566,36 @@ async def test_unreadable_entry_is_a_miss(upstream):
     assert second.status_code == 200
     assert second.headers["x-turnout-cache"] == "miss"
 
+
+
+class Hanging:
+    """A Redis client whose commands never answer (a Redis that stalls), counting calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            await asyncio.sleep(3600)
+
+        return run
+
+
+async def test_slow_redis_stalls_no_request_beyond_its_timeout(upstream):
+    redis = Hanging()
+    config = config_from(REDIS.replace('"250ms"', '"100ms"') + openai_config()
+                         + '[cache]\nbackend = "redis"\n')
+    async with app_client(config, upstream.transport(), redis=redis) as client:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first = await client.post("/v1/chat/completions", json=CACHED)
+        first_took = loop.time() - started
+        started = loop.time()
+        second = await client.post("/v1/chat/completions", json=CACHED)
+        second_took = loop.time() - started
+    assert first.status_code == second.status_code == 200
+    assert first.headers["x-turnout-cache"] == second.headers["x-turnout-cache"] == "bypass"
+    assert first_took < 1.0
+    assert second_took < 0.5
+    assert redis.calls == 1
