@@ -236,3 +236,15 @@ def test_redis_killed_and_restarted_mid_run(fresh_upstream, tmp_path):
     assert "redis" in not_ready.json()["reason"]
     assert ready.status_code == 200
     assert after[-2:] == ["miss", "hit"]
+
+
+def test_turnout_starts_and_answers_while_redis_is_down(fresh_upstream, tmp_path):
+    text = config(fresh_upstream, f"redis://127.0.0.1:{free_port()}/0")
+    with turnout_process(text, tmp_path) as base:
+        answers = [ask(sdk(base)) for _ in range(3)]
+        ready = httpx.get(f"{base}/health/readiness")
+    assert [a.headers["x-turnout-cache"] for a in answers] == ["bypass"] * 3
+    assert all(a.parse().choices[0].message.content for a in answers)
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "unavailable",
+                            "reason": "cache backend redis is not answering"}
