@@ -80,7 +80,6 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own_redis = redis is None and needs_redis(config)
-        # open_redis connects lazily: Turnout starts while Redis is down.
         shared_redis = open_redis(config.redis) if own_redis and config.redis else redis
         gateway = build_gateway(config, metrics=metrics, transport=transport,
                                 redis=shared_redis, rng=rng, clock=clock)

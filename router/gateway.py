@@ -57,9 +57,7 @@ class Gateway:
 
     async def handle(self, inbound: Inbound) -> Outcome:
         if self.cache is not None:
-            outcome: Outcome = await self.cache.handle(inbound, self.call_upstream,
-                                                       self.outcome_of)
-            return outcome
+            return await self.cache.handle(inbound, self.call_upstream, self.outcome_of)
         routed = await self.call_upstream(inbound)
         outcome = self.outcome_of(routed)
         outcome.headers["x-turnout-cache"] = "bypass"
