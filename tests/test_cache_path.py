@@ -507,7 +507,12 @@ async def test_replica_takes_over_from_a_leader_that_died():
         key = probe.headers["x-turnout-cache-key"]
         # Another replica took the lock and died: the lock expires, no entry ever comes.
         await redis.set(f"{key}:lock", b"dead-replica", px=300)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         response = await client.post("/v1/chat/completions", json=CACHED)
+        took = loop.time() - started
+    # It waited for the dead leader's lock to expire (Redis's own clock), then took over.
+    assert 0.25 <= took < 2
     assert response.status_code == 200
     assert response.headers["x-turnout-cache"] == "miss"
     assert upstream.calls == 2
