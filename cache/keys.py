@@ -21,8 +21,9 @@ tests/test_cache_keys.py:
 | kept (can change the answer)           | tools, tool_choice, response_format, seed,         |
 |                                        | logit_bias, max_tokens, ..., and unknown fields    |
 
-The key is `<prefix>:v1:<sha256 of the canonical form>`: `v1` changes whenever these
-rules change, so entries written under other rules are never read.
+The key is `<prefix>:v1:<sha256 of the canonical form>` (the router passes the configured
+namespace as the prefix): `v1` changes whenever these rules change, so entries written
+under other rules are never read.
 """
 
 from __future__ import annotations

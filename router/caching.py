@@ -146,7 +146,8 @@ class ResponseCaching:
     def key_of(self, inbound: Inbound, decision: Decision) -> str:
         scope = scope_of(inbound.client_key, self.settings.scope)
         return key_for(inbound.endpoint, inbound.group, inbound.body,
-                       namespace=decision.namespace, scope=scope, prefix="turnout")
+                       namespace=decision.namespace, scope=scope,
+                       prefix=self.settings.namespace)
 
     async def readiness(self) -> str | None:
         """None when the backend answers; else why not (for /health/readiness)."""

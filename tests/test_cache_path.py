@@ -604,3 +604,9 @@ async def test_slow_redis_stalls_no_request_beyond_its_timeout(upstream):
     assert first_took < 1.0
     assert second_took < 0.5
     assert redis.calls == 1
+
+
+async def test_configured_namespace_prefixes_the_key(upstream):
+    async with app_client(cache_config('namespace = "team-a"\n'), upstream.transport()) as c:
+        response = await c.post("/v1/chat/completions", json=CACHED)
+    assert response.headers["x-turnout-cache-key"].startswith("team-a:v1:")
