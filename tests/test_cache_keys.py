@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cache.keys import KEY_VERSION, canonical_form, key_for, scope_of
@@ -199,13 +199,13 @@ _request = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_request, st.randoms(use_true_random=False))
 def test_equivalent_rewriting_never_changes_the_key(body, rng):
     assert chat_key(_rewrite(body, rng)) == chat_key(body)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_request, _text)
 def test_changing_the_last_message_changes_the_key(body, suffix):
     changed = {**body, "messages": [*body["messages"][:-1],
