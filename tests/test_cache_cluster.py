@@ -32,22 +32,21 @@ def one_node_cluster(tmp_path: Path) -> Iterator[int]:
          "--appendonly", "no", "--dir", str(tmp_path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        client = Redis(host="127.0.0.1", port=port, socket_timeout=0.5)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except Exception:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
+        with Redis(host="127.0.0.1", port=port, socket_timeout=0.5) as client:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    client.ping()
+                    break
+                except Exception:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise
+                    time.sleep(0.05)
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+            while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the one-node cluster did not come up")
                 time.sleep(0.05)
-        client.execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
-        while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the one-node cluster did not come up")
-            time.sleep(0.05)
-        client.close()
         yield port
     finally:
         stop(process)

@@ -185,14 +185,15 @@ def own_redis(port: int, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
-        while True:
-            try:
-                Redis(host="127.0.0.1", port=port, socket_timeout=0.5).ping()
-                break
-            except Exception:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.05)
+        with Redis(host="127.0.0.1", port=port, socket_timeout=0.5) as client:
+            while True:
+                try:
+                    client.ping()
+                    break
+                except Exception:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise
+                    time.sleep(0.05)
         yield process
     finally:
         stop(process)
