@@ -25,9 +25,12 @@ CACHED = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "cachin
 def one_node_cluster(tmp_path: Path) -> Iterator[int]:
     """A cluster-enabled redis-server owning every slot, stopped by its PID."""
     port = free_port()
+    # The cluster bus defaults to port + 10000, which may not exist: give it its own.
+    bus = free_port()
     binary = os.environ.get("REDIS_SERVER_BIN", "redis-server")
     process = subprocess.Popen(
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--cluster-enabled", "yes",
+         "--cluster-port", str(bus),
          "--cluster-config-file", str(tmp_path / "nodes.conf"), "--save", "",
          "--appendonly", "no", "--dir", str(tmp_path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
