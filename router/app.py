@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from router import endpoints
+from router.caching import build_cache
 from router.config import Config
 from router.dispatch import Dispatcher
 from router.errors import TurnoutError, error_body
@@ -54,7 +55,11 @@ def build_gateway(
         d.id: build_provider(d, pool) for group in config.models for d in group.deployments
     }
     dispatcher = Dispatcher(config, providers, rng, metrics=metrics, clock=clock, redis=redis)
-    return Gateway(config, pool=pool, providers=providers, dispatcher=dispatcher, metrics=metrics)
+    gateway = Gateway(config, pool=pool, providers=providers, dispatcher=dispatcher,
+                      metrics=metrics)
+    gateway.cache = build_cache(config, redis=redis, clock=clock, metrics=metrics,
+                                masker=gateway.masker)
+    return gateway
 
 
 def create_app(

@@ -93,6 +93,11 @@ async def readiness(request: Request) -> Response:
     if gateway is None:
         return Response(b'{"status":"unavailable","reason":"config not loaded"}',
                         status_code=503, media_type=JSON)
+    if gateway.cache is not None:
+        reason = await gateway.cache.readiness()
+        if reason is not None:
+            return Response(orjson.dumps({"status": "unavailable", "reason": reason}),
+                            status_code=503, media_type=JSON)
     return Response(b'{"status":"ok"}', media_type=JSON)
 
 

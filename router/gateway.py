@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from router.config import Config
 from router.dispatch import Dispatcher, Routed, RoutedStream
@@ -17,6 +17,9 @@ from router.masking import SecretMasker
 from router.metrics import Metrics
 from router.providers import ClientPool, Provider
 from router.streaming import sse_frames
+
+if TYPE_CHECKING:
+    from router.caching import ResponseCaching
 
 __all__ = ["Gateway", "Outcome"]
 
@@ -40,6 +43,7 @@ class Gateway:
         providers: dict[str, Provider],
         dispatcher: Dispatcher,
         metrics: Metrics,
+        cache: ResponseCaching | None = None,
     ) -> None:
         self.config = config
         self.pool = pool
@@ -49,8 +53,11 @@ class Gateway:
         self.masker = SecretMasker(config.secrets())
         self.client_keys = [k.get_secret_value().encode() for k in config.server.api_keys]
         self.loaded_at = int(time.time())
+        self.cache = cache
 
     async def handle(self, inbound: Inbound) -> Outcome:
+        if self.cache is not None:
+            return await self.cache.handle(inbound, self.call_upstream, self.outcome_of)
         routed = await self.call_upstream(inbound)
         outcome = self.outcome_of(routed)
         outcome.headers["x-turnout-cache"] = "bypass"
@@ -78,10 +85,12 @@ class Gateway:
         return {
             "config_loaded_at": self.loaded_at,
             "deployments": self.dispatcher.status(),
-            "cache": {"enabled": False},
+            "cache": self.cache.status() if self.cache is not None else {"enabled": False},
         }
 
     async def aclose(self) -> None:
+        if self.cache is not None:
+            await self.cache.aclose()
         for provider in self.providers.values():
             await provider.aclose()
         await self.pool.aclose()
