@@ -47,9 +47,14 @@ def honest_stream(request: httpx.Request) -> httpx.Response:
                           headers={"content-type": "text/event-stream"})
 
 
+# One attempt per request: these tests count upstream calls to prove what the cache does;
+# retries have their own tests (test_router_*).
+ONE_ATTEMPT = "[router]\nnum_retries = 0\n"
+
+
 def cache_config(extra: str = "", *, keys: str = "") -> Any:
     server = f"[server]\napi_keys = [{keys}]\n" if keys else ""
-    return config_from(server + openai_config() + "[cache]\n" + extra)
+    return config_from(server + ONE_ATTEMPT + openai_config() + "[cache]\n" + extra)
 
 
 def events(response: httpx.Response) -> list[Any]:
