@@ -18,7 +18,7 @@ serve: $(STAMP)
 	$(BIN)/turnout serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check router cache tests bench
+	$(BIN)/ruff check router cache tests $(wildcard bench)
 	$(BIN)/mypy
 
 # The whole suite, integration tests included, against a redis-server started for it.

@@ -1,0 +1,152 @@
+"""Traces: a SERVER span per request, a CLIENT span per upstream attempt, GenAI attributes."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from router.tracing import Tracing, tracing_from_env
+from tests.support import ROOT, app_client, config_from, openai_config
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "a very private prompt"}],
+        "temperature": 0.5, "max_tokens": 20}
+
+
+@pytest.fixture
+def exporter():
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def tracing(exporter):
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return Tracing(provider)
+
+
+def by_kind(exporter, kind):
+    return [span for span in exporter.get_finished_spans() if span.kind == kind]
+
+
+async def test_request_and_attempt_spans_with_genai_attributes(upstream, tracing, exporter):
+    async with app_client(config_from(openai_config()), upstream.transport(),
+                          tracing=tracing) as client:
+        response = await client.post("/v1/chat/completions", json=CHAT)
+    assert response.status_code == 200
+    [server] = by_kind(exporter, SpanKind.SERVER)
+    [attempt] = by_kind(exporter, SpanKind.CLIENT)
+    assert attempt.parent.span_id == server.context.span_id
+    assert server.name == "POST /v1/chat/completions"
+    assert server.attributes["http.response.status_code"] == 200
+    assert server.attributes["turnout.model_group"] == "m"
+    assert server.attributes["turnout.deployment"] == "d0"
+    assert server.attributes["turnout.request_id"] == response.headers["x-request-id"]
+    assert attempt.name == "chat upstream-model-0"
+    attrs = attempt.attributes
+    assert attrs["gen_ai.operation.name"] == "chat"
+    assert attrs["gen_ai.provider.name"] == "openai"
+    assert attrs["gen_ai.request.model"] == "upstream-model-0"
+    assert attrs["gen_ai.request.temperature"] == 0.5
+    assert attrs["gen_ai.request.max_tokens"] == 20
+    assert attrs["gen_ai.response.model"] == "upstream-model-0"
+    assert attrs["gen_ai.usage.input_tokens"] == 1
+    assert attrs["gen_ai.usage.output_tokens"] == 1
+    assert tuple(attrs["gen_ai.response.finish_reasons"]) == ("stop",)
+    assert (attrs["server.address"], attrs["server.port"]) == ("up.test", 80)
+    assert attrs["turnout.deployment"] == "d0"
+    everything = repr([dict(s.attributes) for s in exporter.get_finished_spans()])
+    assert "private prompt" not in everything and "Hello" not in everything
+    assert "sk-upstream-secret" not in everything
+
+
+async def test_client_traceparent_makes_the_request_span_its_child(upstream, tracing, exporter):
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    async with app_client(config_from(openai_config()), upstream.transport(),
+                          tracing=tracing) as client:
+        await client.post("/v1/chat/completions", json=CHAT, headers=headers)
+    for span in exporter.get_finished_spans():
+        assert format(span.context.trace_id, "032x") == trace_id
+    [server] = by_kind(exporter, SpanKind.SERVER)
+    assert format(server.parent.span_id, "016x") == "00f067aa0ba902b7"
+
+
+async def test_streamed_attempt_span_gathers_finish_reason(upstream, tracing, exporter):
+    async with app_client(config_from(openai_config()), upstream.transport(),
+                          tracing=tracing) as client:
+        response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+        assert response.status_code == 200
+    [attempt] = by_kind(exporter, SpanKind.CLIENT)
+    assert tuple(attempt.attributes["gen_ai.response.finish_reasons"]) == ("stop",)
+    assert attempt.attributes["gen_ai.response.id"] == "chatcmpl-1"
+    assert attempt.status.status_code != StatusCode.ERROR
+
+
+async def test_failed_attempt_and_request_are_marked_as_errors(tracing, exporter):
+    transport = httpx.MockTransport(lambda request: httpx.Response(503, json={}))
+    async with app_client(config_from(openai_config()), transport, tracing=tracing) as client:
+        assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 502
+    [server] = by_kind(exporter, SpanKind.SERVER)
+    [attempt] = by_kind(exporter, SpanKind.CLIENT)
+    assert attempt.status.status_code == StatusCode.ERROR
+    assert attempt.attributes["error.type"] == "503"
+    assert server.status.status_code == StatusCode.ERROR
+    assert server.attributes["http.response.status_code"] == 502
+
+
+async def test_access_log_carries_the_trace_id(upstream, tracing, exporter, caplog):
+    caplog.set_level(logging.INFO, logger="turnout.access")
+    async with app_client(config_from(openai_config()), upstream.transport(),
+                          tracing=tracing) as client:
+        await client.post("/v1/chat/completions", json=CHAT)
+    [server] = by_kind(exporter, SpanKind.SERVER)
+    [record] = [r for r in caplog.records if r.name == "turnout.access"]
+    assert record.trace_id == format(server.context.trace_id, "032x")
+
+
+@pytest.mark.parametrize(("env", "on"), [
+    pytest.param({}, False, id="unset"),
+    pytest.param({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, True, id="endpoint"),
+    pytest.param({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"},
+                 True, id="traces-endpoint"),
+    pytest.param({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+                  "OTEL_SDK_DISABLED": "true"}, False, id="sdk-disabled"),
+    pytest.param({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+                  "OTEL_TRACES_EXPORTER": "none"}, False, id="exporter-none"),
+])
+def test_tracing_is_on_only_when_an_otlp_endpoint_is_configured(env, on):
+    tracing = tracing_from_env(env)
+    assert (tracing is not None) == on
+    if tracing is not None:
+        tracing.shutdown()
+
+
+def test_tracing_off_never_loads_the_sdk():
+    script = (
+        "import asyncio, sys, httpx\n"
+        "from router.app import create_app\n"
+        "from router.tracing import tracing_from_env\n"
+        "from tests.support import config_from, openai_config, RecordingUpstream\n"
+        "app = create_app(config_from(openai_config()), transport=RecordingUpstream()"
+        ".transport(), tracing=tracing_from_env({}))\n"
+        "async def main():\n"
+        "    async with app.router.lifespan_context(app), httpx.AsyncClient(\n"
+        "            transport=httpx.ASGITransport(app=app), base_url='http://t') as c:\n"
+        "        body = {'model': 'm', 'messages': [{'role': 'user', 'content': 'x'}]}\n"
+        "        r = await c.post('/v1/chat/completions', json=body)\n"
+        "        assert r.status_code == 200, r.text\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry.sdk.trace')"
+        " or m.startswith('opentelemetry.exporter')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[]"
