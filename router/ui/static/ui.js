@@ -140,12 +140,12 @@ function makeGroupView(name) {
   const meta = el("span", { class: "meta" });
   const tbody = el("tbody");
   const legend = (pairs) => el("span", { class: "legend" },
-    ...pairs.map(([label, color]) => el("span", {}, el("i", { style: `background:${color}` }), label)));
+    ...pairs.map(([label, key]) => el("span", {}, el("i", { class: `swatch-${key}` }), label)));
   const root = el("section", { class: "group", "data-group": name },
     el("h2", {}, name, meta),
     el("div", { class: "charts" },
       el("div", { class: "chart" }, el("h3", {}, "requests per bucket "),
-        legend([["requests", COLORS.requests], ["errors", COLORS.errors]]), requests),
+        legend([["requests", "requests"], ["errors", "errors"]]), requests),
       el("div", { class: "chart" }, el("h3", {}, "mean latency"), latency),
       el("div", { class: "chart" }, el("h3", {}, "cache hit ratio"), hits)),
     el("table", {},
