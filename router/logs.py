@@ -20,10 +20,10 @@ import datetime
 import logging
 import logging.handlers
 import queue
+import random
 import re
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import IO, Any
 
@@ -64,13 +64,16 @@ class AccessLog:
         self.tracing = tracing
         self.clock = clock
         self.logger = logger
+        # Request ids need to be unique, not unguessable: a PRNG seeded from the OS once
+        # costs far less per request than uuid4's os.urandom call.
+        self._ids = random.Random()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = self.clock()
-        request_id = _request_id(scope)
+        request_id = _request_id(scope) or f"{self._ids.getrandbits(128):032x}"
         timing = RequestTiming()
         token = current_timing.set(timing)
         span = self.tracing.start_request(scope, request_id) if self.tracing else None
@@ -127,13 +130,14 @@ class AccessLog:
                             extra=fields)
 
 
-def _request_id(scope: Scope) -> str:
+def _request_id(scope: Scope) -> str | None:
+    """The client's x-request-id, if it sent a usable one."""
     for name, value in scope["headers"]:
         if name == b"x-request-id":
             if _REQUEST_ID.match(value):
                 return str(value.decode("ascii"))
             break
-    return uuid.uuid4().hex
+    return None
 
 
 def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
