@@ -31,6 +31,7 @@ import orjson
 
 from router.masking import SecretMasker
 from router.metrics import Metrics
+from router.tracing import RequestSpan, Tracing
 from router.traffic import RequestTiming, current_timing
 
 __all__ = ["AccessLog", "HumanFormatter", "JsonFormatter", "configure_logging"]
@@ -56,7 +57,7 @@ _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__di
 class AccessLog:
     """Pure-ASGI middleware: request ids, the access-log line, overhead, traffic and spans."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, tracing: Any = None,
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, tracing: Tracing | None = None,
                  clock: Callable[[], float] = time.perf_counter,
                  logger: logging.Logger = ACCESS) -> None:
         self.app = app
@@ -104,7 +105,7 @@ class AccessLog:
             self._record(scope, request_id, status, seen, timing, self.clock() - started, span)
 
     def _record(self, scope: Scope, request_id: str, status: int, seen: dict[str, str],
-                timing: RequestTiming, duration: float, span: Any) -> None:
+                timing: RequestTiming, duration: float, span: RequestSpan | None) -> None:
         overhead = max(0.0, duration - timing.upstream - timing.sending)
         group = seen.get("group") or timing.first_group
         attempts = int(seen["attempts"]) if seen.get("attempts", "").isdigit() \

@@ -71,6 +71,17 @@ async def test_probes_are_logged_at_debug(upstream, access_records):
     assert [r.levelno for r in access_records()] == [logging.DEBUG, logging.DEBUG]
 
 
+@pytest.fixture
+def restore_logging():
+    """Undoes configure_logging, which rewires the "turnout" and uvicorn loggers."""
+    yield
+    for name in ("turnout", "uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers = []
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
+
+
 def _record(**extra):
     record = logging.LogRecord("turnout.access", logging.INFO, __file__, 1, "POST %s %s",
                                ("/v1/chat/completions", 200), None)
@@ -96,7 +107,7 @@ def test_human_formatter_is_one_readable_line():
     assert not line.lstrip().startswith("{")
 
 
-def test_configured_logging_masks_secrets_and_writes_events_as_json():
+def test_configured_logging_masks_secrets_and_writes_events_as_json(restore_logging):
     out = io.StringIO()
     stop = configure_logging(stream=out, human=False, secrets=["sk-upstream-secret", "short"])
     try:
@@ -106,11 +117,6 @@ def test_configured_logging_masks_secrets_and_writes_events_as_json():
         logging.getLogger("turnout").warning("a short word stays")
     finally:
         stop()
-        for name in ("turnout", "uvicorn", "uvicorn.error"):
-            logger = logging.getLogger(name)
-            logger.handlers = []
-            logger.propagate = True
-            logger.setLevel(logging.NOTSET)
     first, second = out.getvalue().splitlines()
     event = orjson.loads(first)
     assert event["event"] == "deployment_cooled_down" and event["deployment"] == "d0"
@@ -133,3 +139,24 @@ def test_served_process_logs_json_lines_without_prompts_or_keys(tmp_path):
     assert (access["status"], access["group"], access["deployment"]) == (502, "m", "d0")
     assert "a very private prompt" not in log
     assert "client-key-123456" not in log and "sk-upstream-secret" not in log
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("stream", "human"), [
+    pytest.param(Terminal(), True, id="terminal"),
+    pytest.param(io.StringIO(), False, id="pipe"),
+])
+def test_log_format_follows_whether_stderr_is_a_terminal(stream, human, restore_logging):
+    stop = configure_logging(stream=stream)
+    try:
+        logging.getLogger("turnout.events").info("config loaded",
+                                                 extra={"event": "config_loaded"})
+    finally:
+        stop()
+    line = stream.getvalue().strip()
+    assert line.startswith("{") is not human
+    assert "config loaded" in line and "config_loaded" in line
