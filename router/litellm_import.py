@@ -340,18 +340,25 @@ class _Converter:
     def _redis_from(self, settings: dict[str, Any], host: str, port: str, password: str,
                     url: str) -> bool:
         if settings.get(url):
-            self.redis.values.setdefault("url", _env(settings[url]))
+            self._redis_url(str(_env(settings[url])))
             return True
         if not settings.get(host):
             return False
         secret = _env(settings.get(password))
         auth = f":{secret}@" if secret else ""
         where = f"{_env(settings[host])}:{_env(settings.get(port) or 6379)}"
-        self.redis.values.setdefault("url", f"redis://{auth}{where}/0")
+        self._redis_url(f"redis://{auth}{where}/0")
         if secret and not str(secret).startswith("${"):
             self.redis.notes.append("the Redis password is written in the URL: characters "
                                     "such as @ or / in it must be percent-encoded")
         return True
+
+    def _redis_url(self, url: str) -> None:
+        known = self.redis.values.setdefault("url", url)
+        if known != url:
+            # Turnout has one Redis for the cache and the router state alike.
+            self.redis.notes.append("a second Redis (the cache's and the router's differ); "
+                                    "both use the url above")
 
     def _fallbacks(self, name: str, value: Any, where: str) -> None:
         section = self.fallbacks if name == "fallbacks" else self.cw_fallbacks
@@ -403,7 +410,9 @@ class _Converter:
         if kind == "redis":
             self.cache.values["backend"] = "redis"
             if not self._redis_from(params, "host", "port", "password", "url"):
-                self.redis.values.setdefault("url", "redis://${REDIS_HOST}:${REDIS_PORT:-6379}/0")
+                # LiteLLM's own defaults: the REDIS_* variables.
+                self.redis.values.setdefault(
+                    "url", "redis://:${REDIS_PASSWORD:-}@${REDIS_HOST}:${REDIS_PORT:-6379}/0")
         elif kind in ("local", "in-memory", "in_memory"):
             self.cache.values["backend"] = "memory"
         else:

@@ -218,3 +218,23 @@ def test_cli_exit_codes(tmp_path):
                               str(tmp_path / "nope.yaml")], cwd=ROOT, capture_output=True,
                              text=True)
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+def test_redis_cache_without_host_uses_litellms_redis_variables():
+    text = convert({"model_list": [{"model_name": "g", "litellm_params": {
+        "model": "openai/gpt-4o", "api_key": "os.environ/OPENAI_API_KEY"}}],
+        "litellm_settings": {"cache": True, "cache_params": {"type": "redis"}}})
+    config = parse_config(text, {"OPENAI_API_KEY": "k", "REDIS_HOST": "cache.internal"})
+    assert config.redis.url.get_secret_value() == "redis://:@cache.internal:6379/0"
+    assert config.cache.backend == "redis"
+
+
+def test_two_different_redis_servers_become_one_with_a_comment():
+    text = convert({"model_list": [{"model_name": "g", "litellm_params": {
+        "model": "openai/gpt-4o", "api_key": "k"}}],
+        "router_settings": {"redis_host": "router-redis", "redis_port": 6379},
+        "litellm_settings": {"cache": True, "cache_params": {"type": "redis",
+                                                             "host": "cache-redis"}}})
+    config = parse_config(text, {})
+    assert config.redis.url.get_secret_value() == "redis://router-redis:6379/0"
+    assert "# not carried over: a second Redis" in text

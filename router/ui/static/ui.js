@@ -68,7 +68,10 @@ async function poll() {
     const response = await fetch("/admin/status", { headers, cache: "no-store" });
     if (response.status === 401) {
       if (key) sessionStorage.removeItem(KEY_STORAGE);
-      showLogin(key ? "That key was refused." : "");
+      const reason = await errorMessage(response);
+      showLogin(/no admin key/i.test(reason)
+        ? "Turnout has no admin key configured ([server] admin_key): the status is not shown."
+        : key ? "That key was refused." : "");
       return; // no polling until a key is entered
     }
     if (!response.ok) throw new Error(`/admin/status answered ${response.status}`);
@@ -83,6 +86,15 @@ async function poll() {
     $("live").className = "live stale";
   }
   timer = setTimeout(poll, POLL_MS);
+}
+
+async function errorMessage(response) {
+  try {
+    const body = await response.json();
+    return String(body?.error?.message || "");
+  } catch {
+    return "";
+  }
 }
 
 // --- rendering ------------------------------------------------------------------------
