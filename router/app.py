@@ -125,6 +125,8 @@ def create_app(
         },
     )
     app.state.openapi = _openapi_document()
+    app.state.metrics = metrics  # a reload's build_gateway takes these two again
+    app.state.tracing = tracing
     return app
 
 

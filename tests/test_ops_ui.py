@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -134,6 +135,21 @@ def test_status_page_in_headless_chromium(tmp_path):
 
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "ui.png"), full_page=True)
+
+            # A deployment cooling down, as the router reports it, is shown with its time left.
+            status = client.get("/admin/status",
+                                headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()
+            slow = next(d for d in status["deployments"] if d["id"] == "mock-slow")
+            slow.update(state="cooling_down", cooldown_until=time.time() + 20, in_flight=2,
+                        recent_failures=4)
+            page.route("**/admin/status", lambda route: route.fulfill(json=status))
+            badge = page.locator("tr[data-id='mock-slow'] .badge")
+            expect(badge).to_contain_text("cooling down")
+            assert re.search(r"1\d s left|20 s left", badge.text_content())
+            assert "cooling" in badge.get_attribute("class")
+            expect(page.locator("tr[data-id='mock-slow']")).to_contain_text("recent failures: 4")
+            expect(page.locator("#total-healthy")).to_have_text("2 / 3")
+            page.screenshot(path=str(ARTIFACTS / "ui-cooldown.png"), full_page=True)
         finally:
             browser.close()
     # Chrome reports each 401 the page is designed to get (no key, then a wrong key) as a

@@ -162,7 +162,7 @@ function makeGroupView(name) {
       el("div", { class: "chart" }, el("h3", {}, "cache hit ratio"), hits)),
     el("table", {},
       el("thead", {}, el("tr", {}, ...["deployment", "provider / model", "health", "attempts",
-        "failures", "mean latency", "attempts over time", "details"].map((h) => el("th", {}, h)))),
+        "failures", "mean latency", "attempts / failures over time", "details"].map((h) => el("th", {}, h)))),
       tbody));
   return { root, meta, tbody, requests, latency, hits, rows: new Map() };
 }
@@ -240,8 +240,10 @@ function updateRow(row, d, traffic) {
   row.cells[3].dataset.attempts = String(attempts);
   row.cells[4].textContent = String(sum(s.failures || []));
   row.cells[5].textContent = attempts ? fmtMs(sum(s.latency_ms_sum || []) / attempts) : "–";
-  drawChart(row.spark, traffic, [{ values: s.attempts || [], color: COLORS.requests }],
-    { bare: true });
+  drawChart(row.spark, traffic, [
+    { values: s.attempts || [], color: COLORS.requests },
+    { values: s.failures || [], color: COLORS.errors },
+  ], { bare: true });
   const extras = Object.entries(d)
     .filter(([name, value]) => !KNOWN_FIELDS.has(name) && !/until/.test(name) && value !== null
       && typeof value !== "object")
