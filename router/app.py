@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import random
@@ -95,7 +96,8 @@ def create_app(
                 await shared_redis.aclose()
             metrics.release()
             if tracing is not None:
-                tracing.shutdown()
+                # Flushing queued spans may wait on the collector: not on the event loop.
+                await asyncio.to_thread(tracing.shutdown)
 
     routes = [
         Route("/v1/chat/completions", endpoints.chat_completions, methods=["POST"]),

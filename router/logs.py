@@ -220,10 +220,12 @@ def configure_logging(*, stream: IO[str] | None = None, human: bool | None = Non
 
     atexit.register(stop)
     handler = _QueueHandler(records)
-    for name in ("turnout", "uvicorn", "uvicorn.error"):
+    # The OpenTelemetry SDK reports export failures on its own loggers: same format.
+    for name, at in (("turnout", level), ("uvicorn", level), ("uvicorn.error", level),
+                     ("opentelemetry", max(level, logging.WARNING))):
         logger = logging.getLogger(name)
         logger.handlers = [handler]
-        logger.setLevel(level)
+        logger.setLevel(at)
         logger.propagate = False
     return stop
 

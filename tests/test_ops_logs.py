@@ -75,7 +75,7 @@ async def test_probes_are_logged_at_debug(upstream, access_records):
 def restore_logging():
     """Undoes configure_logging, which rewires the "turnout" and uvicorn loggers."""
     yield
-    for name in ("turnout", "uvicorn", "uvicorn.error"):
+    for name in ("turnout", "uvicorn", "uvicorn.error", "opentelemetry"):
         logger = logging.getLogger(name)
         logger.handlers = []
         logger.propagate = True

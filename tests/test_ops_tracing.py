@@ -150,3 +150,76 @@ def test_tracing_off_never_loads_the_sdk():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             cwd=ROOT, check=True)
     assert result.stdout.strip() == "[]"
+
+
+class OtlpReceiver:
+    """A minimal OTLP/HTTP trace receiver on loopback: keeps every exported span."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        self.spans: list = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # the name http.server calls
+                body = self.rfile.read(int(self.headers["content-length"]))
+                request = ExportTraceServiceRequest.FromString(body)
+                for resource in request.resource_spans:
+                    for scope in resource.scope_spans:
+                        receiver.spans.extend(scope.spans)
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.e2e
+def test_a_request_is_followed_from_its_log_line_to_its_exported_spans(tmp_path):
+    import time
+
+    import orjson
+
+    from tests.support import turnout_process
+
+    receiver = OtlpReceiver()
+    config = ('[[models]]\nname = "m"\n[[models.deployments]]\nid = "only"\n'
+              'provider = "mock"\nmodel = "mock-model"\n')
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    try:
+        with turnout_process(config, tmp_path, env=env) as base:
+            response = httpx.post(f"{base}/v1/chat/completions", json=CHAT,
+                                  headers={"x-request-id": "follow-me"})
+            assert response.status_code == 200
+            deadline = time.monotonic() + 10
+            while len(receiver.spans) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        receiver.close()
+    log = next(tmp_path.glob("turnout-*.log")).read_text()
+    [line] = [orjson.loads(x) for x in log.splitlines()
+              if x.startswith("{") and '"follow-me"' in x]
+    spans = [s for s in receiver.spans if s.trace_id.hex() == line["trace_id"]]
+    names = {s.name for s in spans}
+    assert names == {"POST /v1/chat/completions", "chat mock-model"}
+    attempt = next(s for s in spans if s.name == "chat mock-model")
+    attributes = {a.key: a.value for a in attempt.attributes}
+    assert attributes["turnout.deployment"].string_value == "only"
+    assert attributes["gen_ai.provider.name"].string_value == "turnout.mock"
