@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -140,15 +139,25 @@ def test_status_page_in_headless_chromium(tmp_path):
             status = client.get("/admin/status",
                                 headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()
             slow = next(d for d in status["deployments"] if d["id"] == "mock-slow")
-            slow.update(state="cooling_down", cooldown_until=time.time() + 20, in_flight=2,
-                        recent_failures=4)
+            # The router's shape: seconds left, and the recent failures with their reasons.
+            slow.update(state="cooling down", cooling_down_for=20.0, in_flight=2,
+                        latency_estimate=0.25, recent_failures=[
+                            {"seconds_ago": 1.5, "reason": "answered 503"}] * 4)
+            status["cache"] = {"enabled": True, "backend": "memory", "hit_ratio": 0.75,
+                               "lookups": {"hit": 3, "miss": 1}}
             page.route("**/admin/status", lambda route: route.fulfill(json=status))
             badge = page.locator("tr[data-id='mock-slow'] .badge")
             expect(badge).to_contain_text("cooling down")
             assert re.search(r"1\d s left|20 s left", badge.text_content())
             assert "cooling" in badge.get_attribute("class")
-            expect(page.locator("tr[data-id='mock-slow']")).to_contain_text("recent failures: 4")
+            row = page.locator("tr[data-id='mock-slow']")
+            expect(row).to_contain_text("recent failures: 4")
+            expect(row).to_contain_text("in flight: 2")
+            expect(row).to_contain_text("latency estimate: 250 ms")
+            assert row.locator(".extra").get_attribute("title") == "last failure: answered 503"
             expect(page.locator("#total-healthy")).to_have_text("2 / 3")
+            expect(page.locator("#cache")).to_contain_text("lookups hit3")
+            expect(page.locator("#cache")).to_contain_text("hit ratio75 %")
             page.screenshot(path=str(ARTIFACTS / "ui-cooldown.png"), full_page=True)
         finally:
             browser.close()

@@ -75,7 +75,9 @@ async function poll() {
       return; // no polling until a key is entered
     }
     if (!response.ok) throw new Error(`/admin/status answered ${response.status}`);
-    render(await response.json());
+    const status = await response.json();
+    fetchedAt = Date.now();
+    render(status);
     $("problem").hidden = true;
     $("live").textContent = "live";
     $("live").className = "live ok";
@@ -205,7 +207,9 @@ function makeRow(d) {
   return { tr, cells, spark };
 }
 
-const KNOWN_FIELDS = new Set(["id", "group", "provider", "model", "state"]);
+const KNOWN_FIELDS = new Set(["id", "group", "provider", "model", "state", "in_flight",
+  "latency_estimate", "recent_failures", "rpm_used", "rpm_limit", "tpm_used", "tpm_limit"]);
+let fetchedAt = Date.now();
 
 function health(d) {
   const until = cooldownUntil(d);
@@ -218,14 +222,47 @@ function health(d) {
   return { kind: "down", text: state.replace(/_/g, " ") };
 }
 
+// The end of a cooldown, in ms since the epoch: from an absolute `..._until` (Unix
+// seconds, ms or a date string) or a relative `cooling_down_for` (seconds left when fetched).
 function cooldownUntil(d) {
   for (const [name, value] of Object.entries(d)) {
-    if (!/until/.test(name) || value === null || value === undefined) continue;
-    if (typeof value === "number") return value > 1e12 ? value : value * 1000;
-    const parsed = Date.parse(value);
-    if (!Number.isNaN(parsed)) return parsed;
+    if (value === null || value === undefined) continue;
+    if (/until/.test(name)) {
+      if (typeof value === "number") return value > 1e12 ? value : value * 1000;
+      const parsed = Date.parse(value);
+      if (!Number.isNaN(parsed)) return parsed;
+    } else if (/cool.*_(for|left)$/.test(name) && typeof value === "number") {
+      return fetchedAt + value * 1000;
+    }
   }
   return null;
+}
+
+function details(d) {
+  const parts = [];
+  if (typeof d.in_flight === "number") parts.push(`in flight: ${d.in_flight}`);
+  if (typeof d.latency_estimate === "number") {
+    parts.push(`latency estimate: ${fmtMs(d.latency_estimate * 1000)}`);
+  }
+  for (const unit of ["rpm", "tpm"]) {
+    if (d[`${unit}_limit`]) parts.push(`${unit}: ${d[`${unit}_used`] ?? 0} / ${d[`${unit}_limit`]}`);
+  }
+  const failures = d.recent_failures;
+  const count = Array.isArray(failures) ? failures.length : failures;
+  if (typeof count === "number" && count > 0) parts.push(`recent failures: ${count}`);
+  for (const [name, value] of Object.entries(d)) {
+    if (KNOWN_FIELDS.has(name) || /until|cool.*_(for|left)$/.test(name) || value === null
+      || typeof value === "object") continue;
+    parts.push(`${name.replace(/_/g, " ")}: ${typeof value === "number" ? +value.toFixed(3) : value}`);
+  }
+  return parts;
+}
+
+function lastFailure(d) {
+  const failures = d.recent_failures;
+  if (!Array.isArray(failures) || failures.length === 0) return "";
+  const last = failures[failures.length - 1];
+  return typeof last === "object" && last !== null ? String(last.reason ?? "") : String(last);
 }
 
 function updateRow(row, d, traffic) {
@@ -244,21 +281,28 @@ function updateRow(row, d, traffic) {
     { values: s.attempts || [], color: COLORS.requests },
     { values: s.failures || [], color: COLORS.errors },
   ], { bare: true });
-  const extras = Object.entries(d)
-    .filter(([name, value]) => !KNOWN_FIELDS.has(name) && !/until/.test(name) && value !== null
-      && typeof value !== "object")
-    .map(([name, value]) => `${name.replace(/_/g, " ")}: ${typeof value === "number" ? +value.toFixed(3) : value}`);
-  row.cells[7].replaceChildren(el("span", { class: "extra" }, extras.join(" · ") || "–"));
+  const extra = el("span", { class: "extra" }, details(d).join(" · ") || "–");
+  const reason = lastFailure(d);
+  if (reason) extra.title = `last failure: ${reason}`;
+  row.cells[7].replaceChildren(extra);
 }
 
 function renderCache(cache) {
-  const list = $("cache");
   const items = [];
+  const add = (name, value) => {
+    const shown = /ratio/.test(name) && typeof value === "number"
+      ? `${Math.round(value * 100)} %` : String(value);
+    items.push(el("dt", {}, name.replace(/_/g, " ")), el("dd", {}, shown));
+  };
   for (const [name, value] of Object.entries(cache)) {
-    if (value !== null && typeof value === "object") continue;
-    items.push(el("dt", {}, name.replace(/_/g, " ")), el("dd", {}, String(value)));
+    if (value === null || value === undefined) continue;
+    if (typeof value !== "object") { add(name, value); continue; }
+    if (Array.isArray(value)) continue;
+    for (const [key, inner] of Object.entries(value)) {
+      if (inner !== null && typeof inner !== "object") add(`${name} ${key}`, inner);
+    }
   }
-  list.replaceChildren(...items);
+  $("cache").replaceChildren(...items);
 }
 
 // --- charts ---------------------------------------------------------------------------
