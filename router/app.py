@@ -59,7 +59,7 @@ def build_gateway(
     metrics.allow(set(groups.values()), set(groups))
     providers = instrument({
         d.id: build_provider(d, pool) for group in config.models for d in group.deployments
-    }, groups, traffic=metrics.traffic, tracing=tracing)
+    }, config, traffic=metrics.traffic, tracing=tracing)
     dispatcher = Dispatcher(config, providers, rng)
     return Gateway(config, pool=pool, providers=providers, dispatcher=dispatcher, metrics=metrics)
 

@@ -23,6 +23,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from router.config import Config
 from router.errors import UpstreamRejected
 from router.providers import Answer, Chunk, Provider
 from router.traffic import Traffic, current_timing
@@ -118,27 +119,29 @@ class RequestSpan:
         self.span.end()
 
 
-def instrument(providers: Mapping[str, Provider], groups: Mapping[str, str], *,
+def instrument(providers: Mapping[str, Provider], config: Config, *,
                traffic: Traffic, tracing: Tracing | None = None,
                clock: Clock = time.perf_counter) -> dict[str, Provider]:
-    """Each provider wrapped to time, count and (when tracing is on) trace its attempts.
-
-    `groups` maps deployment ids to their model group.
-    """
+    """Each provider of `config`'s deployments wrapped to time, count and trace its attempts."""
     tracer = tracing.tracer if tracing is not None else None
-    return {dep_id: InstrumentedProvider(provider, groups.get(dep_id, "-"), traffic=traffic,
-                                         tracer=tracer, clock=clock)
-            for dep_id, provider in providers.items()}
+    wrapped: dict[str, Provider] = {}
+    for group in config.models:
+        for d in group.deployments:
+            wrapped[d.id] = InstrumentedProvider(
+                providers[d.id], group.name, timeout=d.timeout or config.router.timeout,
+                traffic=traffic, tracer=tracer, clock=clock)
+    return wrapped
 
 
 class InstrumentedProvider:
     """A Provider that times each attempt of the one it wraps; otherwise transparent."""
 
-    def __init__(self, inner: Provider, group: str, *, traffic: Traffic,
+    def __init__(self, inner: Provider, group: str, *, timeout: float, traffic: Traffic,
                  tracer: Tracer | None, clock: Clock) -> None:
         self.inner = inner
         self.deployment = inner.deployment
         self.group = group
+        self.timeout = timeout
         self._traffic = traffic
         self._tracer = tracer
         self._clock = clock
@@ -246,11 +249,21 @@ class InstrumentedProvider:
 
     def _finish(self, started: float, latency: float, ok: bool | None, span: Span | None,
                 *, waited: float | None = None) -> None:
-        if ok is not None:  # None: cancelled (a hedge that lost, a client gone)
+        elapsed = self._clock() - started
+        # The router bounds an attempt by cancelling it (asyncio.timeout): a cancellation
+        # once the attempt's timeout has run out is that timeout, the deployment's failure.
+        # Earlier ones are a hedge that lost or a client gone: not counted.
+        timed_out = ok is None and elapsed >= self.timeout * 0.99
+        if timed_out:
+            ok = False
+            if span is not None:
+                span.set_status(Status(StatusCode.ERROR, "timeout"))
+                span.set_attribute("error.type", "timeout")
+        if ok is not None:
             self._traffic.record_attempt(self.deployment.id, ok, latency)
         timing = current_timing.get()
         if timing is not None:
-            timing.upstream += waited if waited is not None else self._clock() - started
+            timing.upstream += waited if waited is not None else elapsed
             timing.attempts += 1
             timing.last_deployment = self.deployment.id
             if timing.first_group is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import subprocess
 import sys
@@ -223,3 +225,70 @@ def test_a_request_is_followed_from_its_log_line_to_its_exported_spans(tmp_path)
     attributes = {a.key: a.value for a in attempt.attributes}
     assert attributes["turnout.deployment"].string_value == "only"
     assert attributes["gen_ai.provider.name"].string_value == "turnout.mock"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Waiting:
+    """A provider whose calls wait until cancelled; `reject` makes them the client's 400."""
+
+    def __init__(self, reject: bool = False) -> None:
+        from router.config import Deployment
+
+        self.deployment = Deployment(id="d", provider="mock")
+        self.reject = reject
+
+    async def complete(self, body):
+        from router.errors import UpstreamRejected
+
+        if self.reject:
+            raise UpstreamRejected("d", 400, {"error": {"message": "bad"}})
+        await asyncio.Event().wait()
+
+
+async def _cancel_after(wrapped, clock, seconds):
+    task = asyncio.create_task(wrapped.complete({}))
+    await asyncio.sleep(0)
+    clock.now += seconds
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.parametrize(("seconds", "attempts", "failures"), [
+    pytest.param(5.0, 1, 1, id="cancelled-at-its-timeout-is-a-failure"),
+    pytest.param(1.0, 0, 0, id="cancelled-early-is-not-counted"),
+])
+async def test_cancelled_attempts_count_only_when_their_timeout_ran_out(
+        seconds, attempts, failures, tracing, exporter):
+    from router.tracing import InstrumentedProvider
+    from router.traffic import Traffic
+
+    clock, traffic = Clock(), Traffic()
+    wrapped = InstrumentedProvider(Waiting(), "g", timeout=5.0, traffic=traffic,
+                                   tracer=tracing.tracer, clock=clock)
+    await _cancel_after(wrapped, clock, seconds)
+    window = traffic.snapshot([], ["d"])["deployments"]["d"]
+    assert (sum(window["attempts"]), sum(window["failures"])) == (attempts, failures)
+    [span] = exporter.get_finished_spans()
+    assert span.attributes["error.type"] == ("timeout" if failures else "cancelled")
+
+
+async def test_the_clients_own_mistake_is_not_the_deployments_failure():
+    from router.errors import UpstreamRejected
+    from router.tracing import InstrumentedProvider
+    from router.traffic import Traffic
+
+    traffic = Traffic()
+    wrapped = InstrumentedProvider(Waiting(reject=True), "g", timeout=5.0, traffic=traffic,
+                                   tracer=None, clock=Clock())
+    with pytest.raises(UpstreamRejected):
+        await wrapped.complete({})
+    window = traffic.snapshot([], ["d"])["deployments"]["d"]
+    assert (sum(window["attempts"]), sum(window["failures"])) == (1, 0)
