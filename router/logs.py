@@ -51,7 +51,7 @@ _HEADERS = {b"x-turnout-model-group": "group", b"x-turnout-deployment": "deploym
             b"x-turnout-cache": "cache", b"x-turnout-attempts": "attempts"}
 _MIN_MASKED = 8
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-    "message", "asctime", "taskName"}
+    "message", "asctime", "taskName", "color_message"}  # uvicorn's ANSI-coloured copy
 
 
 class AccessLog:

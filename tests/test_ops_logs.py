@@ -91,13 +91,15 @@ def _record(**extra):
 
 
 def test_json_formatter_writes_one_object_with_the_extra_fields():
-    line = JsonFormatter().format(_record(event="request", request_id="r1", status=200))
+    line = JsonFormatter().format(_record(event="request", request_id="r1", status=200,
+                                          color_message="\x1b[36mcoloured\x1b[0m"))
     data = orjson.loads(line)
     assert "\n" not in line
     assert data["message"] == "POST /v1/chat/completions 200"
     assert (data["level"], data["logger"], data["event"], data["request_id"]) == (
         "info", "turnout.access", "request", "r1")
     assert data["ts"].endswith("Z")
+    assert "color_message" not in data  # uvicorn's ANSI copy of the message
 
 
 def test_human_formatter_is_one_readable_line():
