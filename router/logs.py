@@ -45,7 +45,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Any]
 
 # A client's request id is kept only if it is short and printable: it goes into logs.
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")
-# Probes and scrapes come every few seconds: logged at DEBUG so they do not drown requests.
+# Probes and scrapes come every few seconds: logged at DEBUG, and not traced, so they do
+# not drown the requests.
 _QUIET_PATHS = frozenset({"/health/liveness", "/health/readiness", "/metrics"})
 _HEADERS = {b"x-turnout-model-group": "group", b"x-turnout-deployment": "deployment",
             b"x-turnout-cache": "cache", b"x-turnout-attempts": "attempts"}
@@ -77,7 +78,9 @@ class AccessLog:
         request_id = _request_id(scope) or f"{self._ids.getrandbits(128):032x}"
         timing = RequestTiming()
         token = current_timing.set(timing)
-        span = self.tracing.start_request(scope, request_id) if self.tracing else None
+        span = None
+        if self.tracing is not None and scope.get("path") not in _QUIET_PATHS:
+            span = self.tracing.start_request(scope, request_id)
         seen: dict[str, str] = {}
         status = 500
 

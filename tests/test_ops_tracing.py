@@ -69,6 +69,15 @@ async def test_request_and_attempt_spans_with_genai_attributes(upstream, tracing
     assert "sk-upstream-secret" not in everything
 
 
+async def test_probes_and_scrapes_are_not_traced(upstream, tracing, exporter):
+    async with app_client(config_from(openai_config()), upstream.transport(),
+                          tracing=tracing) as client:
+        await client.get("/health/liveness")
+        await client.get("/metrics")
+        await client.get("/v1/models")
+    assert [span.name for span in exporter.get_finished_spans()] == ["GET /v1/models"]
+
+
 async def test_client_traceparent_makes_the_request_span_its_child(upstream, tracing, exporter):
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     headers = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
