@@ -15,6 +15,7 @@ never blocks the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import datetime
 import logging
@@ -37,6 +38,7 @@ from router.traffic import RequestTiming, current_timing
 __all__ = ["AccessLog", "HumanFormatter", "JsonFormatter", "configure_logging"]
 
 ACCESS = logging.getLogger("turnout.access")
+CLIENT_CLOSED = 499
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Any]
@@ -82,12 +84,13 @@ class AccessLog:
         if self.tracing is not None and scope.get("path") not in _QUIET_PATHS:
             span = self.tracing.start_request(scope, request_id)
         seen: dict[str, str] = {}
-        status = 500
+        status = 500  # until the app starts a response: an error that escaped it
+        responded = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, responded = message["status"], True
                 headers = list(message.get("headers") or ())
                 for name, value in headers:
                     field = _HEADERS.get(name)
@@ -103,6 +106,10 @@ class AccessLog:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except asyncio.CancelledError:
+            if not responded:
+                status = CLIENT_CLOSED  # nginx's word for a client gone before the answer
+            raise
         finally:
             current_timing.reset(token)
             self._record(scope, request_id, status, seen, timing, self.clock() - started, span)

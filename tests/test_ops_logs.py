@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 
@@ -9,7 +10,8 @@ import httpx
 import orjson
 import pytest
 
-from router.logs import HumanFormatter, JsonFormatter, configure_logging
+from router.logs import AccessLog, HumanFormatter, JsonFormatter, configure_logging
+from router.metrics import Metrics
 from tests.support import app_client, config_from, openai_config, turnout_process
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "a very private prompt"}]}
@@ -162,3 +164,25 @@ def test_log_format_follows_whether_stderr_is_a_terminal(stream, human, restore_
     line = stream.getvalue().strip()
     assert line.startswith("{") is not human
     assert "config loaded" in line and "config_loaded" in line
+
+
+@pytest.mark.parametrize(("failure", "status"), [
+    pytest.param(asyncio.CancelledError, 499, id="client-gone-before-the-answer"),
+    pytest.param(RuntimeError, 500, id="error-escaping-the-app"),
+])
+async def test_requests_that_never_answered_are_logged(failure, status, access_records):
+    async def app(scope, receive, send):
+        raise failure()
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    async def send(message):
+        raise AssertionError("nothing may be sent")
+
+    middleware = AccessLog(app, metrics=Metrics())
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+    with pytest.raises(failure):
+        await middleware(scope, receive, send)
+    [record] = access_records()
+    assert record.status == status
