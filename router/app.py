@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import random
@@ -13,21 +14,24 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
-from router import endpoints
+from router import endpoints, ui
 from router.caching import build_cache
 from router.config import Config
 from router.dispatch import Dispatcher
 from router.errors import TurnoutError, error_body
 from router.gateway import Gateway
-from router.metrics import Metrics
+from router.logs import AccessLog
+from router.metrics import Metrics, multiprocess_dir
 from router.providers import ClientPool, build_provider
 from router.redis_conn import needs_redis, open_redis
+from router.tracing import Tracing, instrument
 
 __all__ = ["build_gateway", "create_app"]
 
@@ -45,15 +49,18 @@ def build_gateway(
     redis: Any = None,
     rng: random.Random | None = None,
     clock: Clock = time.monotonic,
+    tracing: Tracing | None = None,
 ) -> Gateway:
     """Everything one config needs to serve; close it with `await gateway.aclose()`.
 
     `redis` is the shared Redis client (None when the config needs none); the caller owns it.
     """
     pool = ClientPool(transport)
-    providers = {
+    groups = {d.id: group.name for group in config.models for d in group.deployments}
+    metrics.allow(set(groups.values()), set(groups))
+    providers = instrument({
         d.id: build_provider(d, pool) for group in config.models for d in group.deployments
-    }
+    }, config, traffic=metrics.traffic, tracing=tracing)
     dispatcher = Dispatcher(config, providers, rng, metrics=metrics, clock=clock, redis=redis)
     gateway = Gateway(config, pool=pool, providers=providers, dispatcher=dispatcher,
                       metrics=metrics)
@@ -69,20 +76,22 @@ def create_app(
     redis: Any = None,
     rng: random.Random | None = None,
     clock: Clock = time.monotonic,
+    tracing: Tracing | None = None,
 ) -> Starlette:
     """The Turnout app for `config`.
 
     Tests inject `transport` (replaces the network to upstreams), `redis` (a client such as
-    fakeredis, used instead of one built from `[redis]`), `rng` and `clock`.
+    fakeredis, used instead of one built from `[redis]`), `rng` and `clock`. `tracing`
+    (see router.tracing.tracing_from_env) turns on spans; the app shuts it down at exit.
     """
-    metrics = Metrics()
+    metrics = Metrics(multiprocess_dir=multiprocess_dir())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own_redis = redis is None and needs_redis(config)
         shared_redis = open_redis(config.redis) if own_redis and config.redis else redis
         gateway = build_gateway(config, metrics=metrics, transport=transport,
-                                redis=shared_redis, rng=rng, clock=clock)
+                                redis=shared_redis, rng=rng, clock=clock, tracing=tracing)
         app.state.gateway = gateway
         try:
             yield
@@ -90,6 +99,10 @@ def create_app(
             await app.state.gateway.aclose()
             if own_redis and shared_redis is not None:
                 await shared_redis.aclose()
+            metrics.release()
+            if tracing is not None:
+                # Flushing queued spans may wait on the collector: not on the event loop.
+                await asyncio.to_thread(tracing.shutdown)
 
     routes = [
         Route("/v1/chat/completions", endpoints.chat_completions, methods=["POST"]),
@@ -105,10 +118,13 @@ def create_app(
         Route("/openapi.json", endpoints.openapi, methods=["GET"]),
         Route("/", endpoints.swagger_ui, methods=["GET"]),
         Mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger"),
+        Route("/ui", ui.page, methods=["GET"]),
+        Mount("/ui/static", StaticFiles(directory=ui.STATIC_DIR), name="ui"),
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(AccessLog, metrics=metrics, tracing=tracing)],
         exception_handlers={
             TurnoutError: render_error,
             HTTPException: render_http_exception,
@@ -116,6 +132,8 @@ def create_app(
         },
     )
     app.state.openapi = _openapi_document()
+    app.state.metrics = metrics  # a reload's build_gateway takes these two again
+    app.state.tracing = tracing
     return app
 
 

@@ -1,12 +1,15 @@
-"""`turnout serve|check`: the only place that turns errors into exit codes."""
+"""`turnout serve|check|import-litellm`: the only place that turns errors into exit codes."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from router.config import Config, ConfigError, load_config
@@ -18,6 +21,7 @@ EXIT_CONFIG = 2
 CONFIG_ENV = "TURNOUT_CONFIG"
 
 log = logging.getLogger("turnout")
+events = logging.getLogger("turnout.events")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate the config and print the routing table")
     check.add_argument("--config", help=f"router.toml (default: ${CONFIG_ENV}, else ./router.toml)")
     check.set_defaults(run=_check)
+
+    convert = commands.add_parser(
+        "import-litellm", help="print the router.toml equivalent of a LiteLLM proxy config.yaml")
+    convert.add_argument("path", help="LiteLLM proxy config.yaml")
+    convert.set_defaults(run=_import_litellm)
     return parser
 
 
@@ -115,33 +124,74 @@ def _serve(args: argparse.Namespace) -> int:
     config = _load(path)
     if config is None:
         return EXIT_CONFIG
-    _configure_logging()
+    from router.logs import configure_logging
+
+    configure_logging(secrets=config.secrets())
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     workers = max(1, args.workers)
-    log.info("config loaded from %s: %d model groups", path, len(config.models))
+    events.info("config loaded from %s: %d model groups", path, len(config.models),
+                extra={"event": "config_loaded", "path": path, "groups": len(config.models)})
     if workers > 1 and config.cache.backend == "memory":
         log.info("memory cache with %d workers: each worker has its own cache", workers)
     options: dict[str, Any] = {
         "host": host, "port": port, "loop": _loop(), "http": "httptools", "lifespan": "on",
         "access_log": False, "log_level": "warning", "server_header": False,
+        "log_config": None,  # router.logs formats uvicorn's records too
         "timeout_graceful_shutdown": int(config.server.shutdown_grace) or None,
     }
     if workers > 1:
         os.environ[CONFIG_ENV] = path
-        uvicorn.run("router.cli:worker_app", factory=True, workers=workers, **options)
+        with _multiprocess_metrics():
+            uvicorn.run("router.cli:worker_app", factory=True, workers=workers, **options)
     else:
         from router.app import create_app
+        from router.tracing import tracing_from_env
 
-        uvicorn.run(create_app(config), **options)
+        uvicorn.run(create_app(config, tracing=tracing_from_env(os.environ)), **options)
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _multiprocess_metrics() -> Iterator[None]:
+    """A fresh PROMETHEUS_MULTIPROC_DIR for the workers, removed when they have stopped.
+
+    Workers are spawned processes: they import prometheus_client after this is set, which
+    is what switches it to multiprocess mode. A directory the operator set is kept as is.
+    """
+    from router.metrics import MULTIPROC_ENV
+
+    if os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    made = tempfile.mkdtemp(prefix="turnout-metrics-")
+    os.environ[MULTIPROC_ENV] = made
+    try:
+        yield
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def worker_app() -> object:
     """One worker's app under `--workers N`; the config is re-read from $TURNOUT_CONFIG."""
     from router.app import create_app
+    from router.logs import configure_logging
+    from router.tracing import tracing_from_env
 
-    return create_app(load_config(os.environ[CONFIG_ENV]))
+    config = load_config(os.environ[CONFIG_ENV])
+    configure_logging(secrets=config.secrets())
+    return create_app(config, tracing=tracing_from_env(os.environ))
+
+
+def _import_litellm(args: argparse.Namespace) -> int:
+    from router.litellm_import import ImportFailed, convert_file
+
+    try:
+        print(convert_file(args.path), end="")
+    except ImportFailed as exc:
+        print(f"{args.path}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return EXIT_OK
 
 
 def _loop() -> str:
@@ -150,11 +200,6 @@ def _loop() -> str:
     except ImportError:
         return "asyncio"
     return "uvloop"
-
-
-def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 if __name__ == "__main__":

@@ -86,6 +86,9 @@ class Gateway:
             "config_loaded_at": self.loaded_at,
             "deployments": self.dispatcher.status(),
             "cache": self.cache.status() if self.cache is not None else {"enabled": False},
+            "traffic": self.metrics.traffic.snapshot(
+                [g.name for g in self.config.models],
+                [d.id for g in self.config.models for d in g.deployments]),
         }
 
     async def aclose(self) -> None:
