@@ -61,13 +61,13 @@ class RecordingUpstream:
     def ok(request: httpx.Request) -> httpx.Response:
         body = orjson.loads(request.content)
         if request.url.path.endswith("/embeddings"):
-            return httpx.Response(200, json={"object": "list", "model": body["model"], "data": [
+            return httpx.Response(200, json={"object": "list", "model": body.get("model"), "data": [
                 {"object": "embedding", "index": 0, "embedding": [0.5, 0.25]}],
                 "usage": {"prompt_tokens": 1, "total_tokens": 1}})
         if body.get("stream"):
-            return httpx.Response(200, content=sse_body(body["model"], ["Hel", "lo"]),
+            return httpx.Response(200, content=sse_body(body.get("model", "m"), ["Hel", "lo"]),
                                   headers={"content-type": "text/event-stream"})
-        return httpx.Response(200, json=chat_answer(body["model"], "Hello"))
+        return httpx.Response(200, json=chat_answer(body.get("model", "m"), "Hello"))
 
 
 def chat_answer(model: str, text: str) -> dict[str, Any]:

@@ -57,12 +57,14 @@ async def test_unusable_client_request_id_is_replaced(upstream, bad):
 
 async def test_failed_request_names_the_deployment_that_failed(access_records):
     transport = httpx.MockTransport(lambda request: httpx.Response(500, json={"error": "boom"}))
-    async with app_client(config_from(openai_config()), transport) as client:
+    config = config_from('[router]\nretry_backoff = 0\n' + openai_config())
+    async with app_client(config, transport) as client:
         response = await client.post("/v1/chat/completions", json=CHAT)
     assert response.status_code == 502
     [record] = access_records()
+    # The first attempt and num_retries = 2 more, all on the one deployment.
     assert (record.status, record.group, record.deployment, record.attempts) == (
-        502, "m", "d0", 1)
+        502, "m", "d0", 3)
     assert record.cache is None
 
 

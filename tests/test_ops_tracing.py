@@ -103,7 +103,8 @@ async def test_streamed_attempt_span_gathers_finish_reason(upstream, tracing, ex
 
 async def test_failed_attempt_and_request_are_marked_as_errors(tracing, exporter):
     transport = httpx.MockTransport(lambda request: httpx.Response(503, json={}))
-    async with app_client(config_from(openai_config()), transport, tracing=tracing) as client:
+    config = config_from("[router]\nnum_retries = 0\n" + openai_config())  # one attempt span
+    async with app_client(config, transport, tracing=tracing) as client:
         assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 502
     [server] = by_kind(exporter, SpanKind.SERVER)
     [attempt] = by_kind(exporter, SpanKind.CLIENT)
