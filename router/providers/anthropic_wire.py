@@ -34,7 +34,7 @@ __all__ = [
 PROVIDER = "anthropic"
 ANTHROPIC_VERSION = "2023-06-01"
 # The Messages API requires max_tokens; OpenAI's doesn't. Used when the client sends neither
-# max_tokens nor max_completion_tokens (documented in docs/providers.md).
+# max_tokens nor max_completion_tokens (documented in README.md, "Providers").
 DEFAULT_MAX_TOKENS = 4096
 
 _SUPPORTED = frozenset({"max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",

@@ -20,7 +20,7 @@ from router.providers.openai import OpenAIProvider
 __all__ = ["DEFAULT_API_VERSION", "AzureProvider"]
 
 # The data-plane inference API version used when a deployment sets no `api_version`:
-# the current generally available (non-preview) one, documented in docs/providers.md.
+# the current generally available (non-preview) one, documented in README.md, "Providers".
 DEFAULT_API_VERSION = "2024-10-21"
 
 
