@@ -125,15 +125,19 @@ def _serve(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "host": host, "port": port, "loop": _loop(), "http": "httptools", "lifespan": "on",
         "access_log": False, "log_level": "warning", "server_header": False,
-        "timeout_graceful_shutdown": int(config.server.shutdown_grace) or None,
+        "timeout_graceful_shutdown": config.server.shutdown_grace,
     }
     if workers > 1:
+        # uvicorn's supervisor handles the signals: SIGTERM stops the workers gracefully,
+        # SIGHUP restarts them, each re-reading $TURNOUT_CONFIG.
         os.environ[CONFIG_ENV] = path
         uvicorn.run("router.cli:worker_app", factory=True, workers=workers, **options)
     else:
         from router.app import create_app
+        from router.serving import Server
 
-        uvicorn.run(create_app(config), **options)
+        app = create_app(config)
+        Server(uvicorn.Config(app, **options), app=app, config_path=path).run()
     return EXIT_OK
 
 
