@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from router.errors import AuthenticationFailed, InvalidRequest, RequestTooLarge
 
@@ -94,11 +94,16 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         raise RequestTooLarge(f"Request body is larger than {max_bytes} bytes")
     parts: list[bytes] = []
     size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > max_bytes:
-            raise RequestTooLarge(f"Request body is larger than {max_bytes} bytes")
-        parts.append(part)
+    try:
+        async for part in request.stream():
+            size += len(part)
+            if size > max_bytes:
+                raise RequestTooLarge(f"Request body is larger than {max_bytes} bytes")
+            parts.append(part)
+    except ClientDisconnect:
+        # Nobody will read this answer; it keeps a half-sent upload from counting as a 500.
+        raise InvalidRequest("The client closed the connection before sending the whole body",
+                             code="invalid_json") from None
     raw = parts[0] if len(parts) == 1 else b"".join(parts)
     try:
         data = orjson.loads(raw)
