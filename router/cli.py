@@ -131,7 +131,10 @@ def _serve(args: argparse.Namespace) -> int:
         # uvicorn's supervisor handles the signals: SIGTERM stops the workers gracefully,
         # SIGHUP restarts them, each re-reading $TURNOUT_CONFIG.
         os.environ[CONFIG_ENV] = path
-        uvicorn.run("router.cli:worker_app", factory=True, workers=workers, **options)
+        # A new worker imports everything before it answers; uvicorn's 5 s is short on a
+        # busy host, and a worker not ready in time aborts the whole reload.
+        uvicorn.run("router.cli:worker_app", factory=True, workers=workers,
+                    timeout_worker_healthcheck=30, **options)
     else:
         from router.app import create_app
         from router.serving import Server
@@ -142,10 +145,24 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def worker_app() -> object:
-    """One worker's app under `--workers N`; the config is re-read from $TURNOUT_CONFIG."""
+    """One worker's app under `--workers N`; the config is re-read from $TURNOUT_CONFIG.
+
+    On SIGHUP uvicorn's supervisor starts new workers and retires an old one only once its
+    replacement serves: a worker that cannot load the config exits, and the old ones stay.
+    """
     from router.app import create_app
 
-    return create_app(load_config(os.environ[CONFIG_ENV]))
+    path = os.environ[CONFIG_ENV]
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        _configure_logging()
+        logging.getLogger("turnout.events").error(
+            "config not loaded, this worker exits (running workers keep the old config): "
+            "%s: %s", path, "; ".join(exc.problems),
+            extra={"event": "config_reload_failed", "path": path, "problems": exc.problems})
+        raise SystemExit(EXIT_CONFIG) from None
+    return create_app(config)
 
 
 def _loop() -> str:

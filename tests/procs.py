@@ -44,13 +44,15 @@ class Turnout:
 
 @contextlib.contextmanager
 def turnout(config_text: str, tmp_path: Path, *, module: list[str] | None = None,
-            env: dict[str, str] | None = None) -> Iterator[Turnout]:
+            env: dict[str, str] | None = None,
+            extra_args: list[str] | None = None) -> Iterator[Turnout]:
     """`turnout serve` (or `module`, a drop-in) on a free port; stopped by its PID."""
     port = free_port()
     config = tmp_path / f"router-{port}.toml"
     config.write_text(config_text)
     log = tmp_path / f"turnout-{port}.log"
-    args = [*(module or TURNOUT), "serve", "--config", str(config), "--port", str(port)]
+    args = [*(module or TURNOUT), "serve", "--config", str(config), "--port", str(port),
+            *(extra_args or [])]
     with open(log, "wb") as out:
         process = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **(env or {})},
                                    stdout=out, stderr=subprocess.STDOUT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -137,3 +138,39 @@ def test_sighup_with_invalid_config_keeps_the_old_one_and_logs_why(tmp_path):
     assert "config reload refused" in log
     assert "weight" in log
     assert response.json()["choices"][0]["message"]["content"] == "before"
+
+
+def answer_of(url: str) -> str:
+    response = httpx.post(f"{url}/v1/chat/completions", json=CHAT, timeout=10)
+    assert response.status_code == 200
+    content: str = response.json()["choices"][0]["message"]["content"]
+    return content
+
+
+def wait_for_answer(url: str, expected: str, within: float) -> None:
+    """Until `expected` is all that several requests in a row get (or `within` runs out)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if all(answer_of(url) == expected for _ in range(6)):
+            return
+        time.sleep(0.1)
+
+
+def test_workers_reload_on_sighup_keep_the_old_config_when_invalid_and_exit_0(tmp_path):
+    args = [sys.executable, "-m", "router"]
+    with turnout(mock_config("before"), tmp_path, module=args,
+                 extra_args=["--workers", "2"]) as server:
+        server.config.write_text(mock_config("broken").replace("mock_response", "mock_respons", 1))
+        server.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while "config not loaded" not in server.log_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert {answer_of(server.url) for _ in range(6)} == {"before"}
+        server.config.write_text(mock_config("after"))
+        server.process.send_signal(signal.SIGHUP)
+        wait_for_answer(server.url, "after", within=20)
+        assert {answer_of(server.url) for _ in range(6)} == {"after"}
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=20) == 0
+        log = server.log_text()
+    assert "mock_respons" in log
