@@ -213,7 +213,7 @@ def _check_message(i: int, message: dict[str, Any]) -> None:
         for j, part in enumerate(content):
             if not isinstance(part, dict) or not isinstance(part.get("type"), str):
                 raise _invalid_type(f"messages[{i}].content[{j}]", "an object with a string 'type'")
-            if part.get("text") is not None and not isinstance(part["text"], str):
+            if "text" in part and not isinstance(part["text"], str):
                 raise _invalid_type(f"messages[{i}].content[{j}].text", "a string")
     elif content is not None and not isinstance(content, str):
         raise _invalid_type(f"messages[{i}].content", "a string or an array of parts")

@@ -25,11 +25,12 @@ from tests.procs import Turnout, turnout
 pytestmark = pytest.mark.e2e
 
 KEY = "client-key-for-fuzzing"
+ADMIN_KEY = "admin-key-for-fuzzing"
 MAX_BODY = 1_000_000
 CONFIG = f"""
 [server]
 api_keys = ["{KEY}"]
-admin_key = "admin-key-for-fuzzing"
+admin_key = "{ADMIN_KEY}"
 max_body_bytes = {MAX_BODY}
 
 [[models]]
@@ -55,12 +56,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Turnout]:
         yield running
 
 
-def schemathesis(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def schemathesis(*args: str, cwd: Path, key: str = KEY) -> subprocess.CompletedProcess[str]:
     st = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     assert st is not None
     # One worker: with several, Hypothesis (6.170) trips over its own AST cache across threads.
     return subprocess.run([st, "run", *args, "--seed", "7", "--no-shrink", "-w", "1",
-                           "--request-timeout", "10", "-H", f"Authorization: Bearer {KEY}"],
+                           "--request-timeout", "10", "-H", f"Authorization: Bearer {key}"],
                           cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
@@ -75,6 +76,10 @@ def test_schemathesis_finds_no_mismatch_with_turnouts_own_document(server, tmp_p
     result = schemathesis(f"{server.url}/openapi.json", "--checks", "all",
                           "--max-examples", "25", "--max-time", "20", cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-6000:]
+    admin = schemathesis(f"{server.url}/openapi.json", "--checks", "all", "--include-path",
+                         "/admin/status", "--max-examples", "10", "--max-time", "5",
+                         cwd=tmp_path, key=ADMIN_KEY)
+    assert admin.returncode == 0, admin.stdout[-6000:]
     assert_healthy(server)
 
 

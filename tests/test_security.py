@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import signal
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -156,7 +158,16 @@ def test_no_secret_in_check_output_or_daemon_log(tmp_path):
                    headers={"authorization": f"Bearer {SECRETS['client']}"}, timeout=30)
         httpx.post(f"{server.url}/v1/chat/completions", json=CHAT,
                    headers={"authorization": "Bearer wrong"})
+        # Reloads log too: a valid config, then an invalid one.
+        for text in (secret_config(), bad.read_text()):
+            server.config.write_text(text)
+            server.process.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while server.log_text().count("config reload") < 1 + (text != secret_config()) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
         log = server.log_text()
+        assert "config reloaded" in log and "config reload refused" in log
     assert check.returncode == 0 and invalid.returncode == 2
     everything = "\n".join([check.stdout, check.stderr, invalid.stdout, invalid.stderr, log])
     for name, secret in SECRETS.items():
