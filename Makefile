@@ -28,5 +28,9 @@ test: lint
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration and not e2e"
 
+# Ten minutes of mixed traffic with faults; RSS, fds and tasks each minute, into bench/SOAK.md.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --duration 600 --interval 60 --report bench/SOAK.md
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -27,6 +27,7 @@ from router.config import Config
 from router.dispatch import Dispatcher
 from router.errors import TurnoutError, error_body
 from router.gateway import Gateway
+from router.lifecycle import GatewayLeases, PinGateway, gateway_for
 from router.logs import AccessLog
 from router.metrics import Metrics, multiprocess_dir
 from router.providers import ClientPool, build_provider
@@ -90,12 +91,24 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own_redis = redis is None and needs_redis(config)
         shared_redis = open_redis(config.redis) if own_redis and config.redis else redis
-        gateway = build_gateway(config, metrics=metrics, transport=transport,
-                                redis=shared_redis, rng=rng, clock=clock, tracing=tracing)
-        app.state.gateway = gateway
+
+        def gateway_factory(loaded: Config) -> Gateway:
+            # One place builds gateways: at startup and on every SIGHUP reload.
+            return build_gateway(loaded, metrics=metrics, transport=transport,
+                                 redis=shared_redis, rng=rng, clock=clock, tracing=tracing)
+
+        app.state.gateway_factory = gateway_factory
+        app.state.leases = GatewayLeases()
+        app.state.retired_gateways = set()
+        app.state.background = set()
+        app.state.gateway = gateway_factory(config)
         try:
             yield
         finally:
+            for task in list(app.state.background):
+                task.cancel()
+            for retired in list(app.state.retired_gateways):
+                await retired.aclose()
             await app.state.gateway.aclose()
             if own_redis and shared_redis is not None:
                 await shared_redis.aclose()
@@ -124,7 +137,8 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(AccessLog, metrics=metrics, tracing=tracing)],
+        middleware=[Middleware(AccessLog, metrics=metrics, tracing=tracing),
+                    Middleware(PinGateway)],
         exception_handlers={
             TurnoutError: render_error,
             HTTPException: render_http_exception,
@@ -140,7 +154,7 @@ def create_app(
 async def render_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TurnoutError)
     body = exc.body()
-    gateway: Gateway | None = getattr(request.app.state, "gateway", None)
+    gateway = gateway_for(request)
     if gateway is not None:
         body = gateway.masker.mask(body)
     return Response(body, status_code=exc.status, media_type="application/json",

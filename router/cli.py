@@ -138,17 +138,24 @@ def _serve(args: argparse.Namespace) -> int:
         "host": host, "port": port, "loop": _loop(), "http": "httptools", "lifespan": "on",
         "access_log": False, "log_level": "warning", "server_header": False,
         "log_config": None,  # router.logs formats uvicorn's records too
-        "timeout_graceful_shutdown": int(config.server.shutdown_grace) or None,
+        "timeout_graceful_shutdown": config.server.shutdown_grace,
     }
     if workers > 1:
+        # uvicorn's supervisor handles the signals: SIGTERM stops the workers gracefully,
+        # SIGHUP restarts them, each re-reading $TURNOUT_CONFIG.
         os.environ[CONFIG_ENV] = path
+        # A new worker imports everything before it answers; uvicorn's 5 s is short on a
+        # busy host, and a worker not ready in time aborts the whole reload.
         with _multiprocess_metrics():
-            uvicorn.run("router.cli:worker_app", factory=True, workers=workers, **options)
+            uvicorn.run("router.cli:worker_app", factory=True, workers=workers,
+                        timeout_worker_healthcheck=30, **options)
     else:
         from router.app import create_app
+        from router.serving import Server
         from router.tracing import tracing_from_env
 
-        uvicorn.run(create_app(config, tracing=tracing_from_env(os.environ)), **options)
+        app = create_app(config, tracing=tracing_from_env(os.environ))
+        Server(uvicorn.Config(app, **options), app=app, config_path=path).run()
     return EXIT_OK
 
 
@@ -173,12 +180,25 @@ def _multiprocess_metrics() -> Iterator[None]:
 
 
 def worker_app() -> object:
-    """One worker's app under `--workers N`; the config is re-read from $TURNOUT_CONFIG."""
+    """One worker's app under `--workers N`; the config is re-read from $TURNOUT_CONFIG.
+
+    On SIGHUP uvicorn's supervisor starts new workers and retires an old one only once its
+    replacement serves: a worker that cannot load the config exits, and the old ones stay.
+    """
     from router.app import create_app
     from router.logs import configure_logging
     from router.tracing import tracing_from_env
 
-    config = load_config(os.environ[CONFIG_ENV])
+    path = os.environ[CONFIG_ENV]
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        configure_logging(secrets=[])
+        logging.getLogger("turnout.events").error(
+            "config not loaded, this worker exits (running workers keep the old config): "
+            "%s: %s", path, "; ".join(exc.problems),
+            extra={"event": "config_reload_failed", "path": path, "problems": exc.problems})
+        raise SystemExit(EXIT_CONFIG) from None
     configure_logging(secrets=config.secrets())
     return create_app(config, tracing=tracing_from_env(os.environ))
 

@@ -12,6 +12,7 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 from router.errors import AuthenticationFailed
 from router.gateway import Gateway, Outcome
 from router.inbound import authenticate, parse_chat, parse_embeddings, read_json
+from router.lifecycle import gateway_for
 
 __all__ = [
     "admin_status",
@@ -29,7 +30,9 @@ JSON = "application/json"
 
 
 def gateway_of(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
+    """The gateway this request started on (a reload swaps in a new one for later requests)."""
+    gateway = gateway_for(request)
+    assert gateway is not None, "requests are served only after the lifespan started"
     return gateway
 
 
@@ -108,7 +111,19 @@ async def metrics(request: Request) -> Response:
 
 async def openapi(request: Request) -> Response:
     document: bytes = request.app.state.openapi
+    gateway: Gateway | None = getattr(request.app.state, "gateway", None)
+    if gateway is not None:
+        document = with_model_groups(document, [group.name for group in gateway.config.models])
     return Response(document, media_type=JSON)
+
+
+def with_model_groups(document: bytes, groups: list[str]) -> bytes:
+    """The OpenAPI document with `model` listing this config's groups, as the server accepts."""
+    spec = orjson.loads(document)
+    schemas = spec["components"]["schemas"]
+    for name in ("ChatCompletionsRequest", "EmbeddingsRequest"):
+        schemas[name]["properties"]["model"]["enum"] = groups
+    return orjson.dumps(spec)
 
 
 async def admin_status(request: Request) -> Response:

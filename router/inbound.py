@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from router.errors import AuthenticationFailed, InvalidRequest, RequestTooLarge
 
 __all__ = [
     "FORBIDDEN_FIELDS",
+    "MAX_JSON_DEPTH",
     "TURNOUT_FIELDS",
     "Inbound",
     "authenticate",
@@ -34,6 +35,10 @@ FORBIDDEN_FIELDS = frozenset({
     "aws_session_token", "aws_region_name", "vertex_project", "vertex_location",
     "vertex_credentials", "proxy", "deployment_id",
 })
+
+# orjson reads JSON nested up to 1024 levels but writes only up to 255: a body accepted
+# here is re-serialised upstream (and into cache keys), so it must stay well below that.
+MAX_JSON_DEPTH = 128
 
 _NUMBER = (int, float)
 _CHAT_PARAM_TYPES: dict[str, tuple[type, ...]] = {
@@ -89,18 +94,44 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         raise RequestTooLarge(f"Request body is larger than {max_bytes} bytes")
     parts: list[bytes] = []
     size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > max_bytes:
-            raise RequestTooLarge(f"Request body is larger than {max_bytes} bytes")
-        parts.append(part)
+    try:
+        async for part in request.stream():
+            size += len(part)
+            if size > max_bytes:
+                raise RequestTooLarge(f"Request body is larger than {max_bytes} bytes")
+            parts.append(part)
+    except ClientDisconnect:
+        # Nobody will read this answer; it keeps a half-sent upload from counting as a 500.
+        raise InvalidRequest("The client closed the connection before sending the whole body",
+                             code="invalid_json") from None
     raw = parts[0] if len(parts) == 1 else b"".join(parts)
     try:
-        return orjson.loads(raw)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(
             f"We could not parse the JSON body of your request: {exc.msg}", code="invalid_json"
         ) from None
+    # Counting brackets is a cheap filter (it counts those inside strings too); only a
+    # body that could be too deep is walked.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _too_deep(data):
+        raise InvalidRequest(
+            f"The JSON body of your request is nested deeper than {MAX_JSON_DEPTH} levels",
+            code="invalid_json",
+        )
+    return data
+
+
+def _too_deep(data: Any) -> bool:
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, dict | list))
+    return False
 
 
 def parse_chat(data: Any, client_key: str | None) -> Inbound:
@@ -117,16 +148,12 @@ def parse_chat(data: Any, client_key: str | None) -> Inbound:
                 raise InvalidRequest(f"Missing required parameter: 'messages[{i}].role'",
                                      param=f"messages[{i}].role", code="missing_field")
             raise _invalid_type(f"messages[{i}].role", "a string")
-        content = message.get("content")
-        if content is not None and not isinstance(content, str | list):
-            raise _invalid_type(f"messages[{i}].content", "a string or an array of parts")
+        _check_message(i, message)
     for name, types in _CHAT_PARAM_TYPES.items():
         value = body.get(name)
         if value is not None and not _is_instance(value, types):
             raise _invalid_type(name, " or ".join(_TYPE_NAMES[t] for t in types))
-    stop = body.get("stop")
-    if isinstance(stop, list) and not all(isinstance(s, str) for s in stop):
-        raise _invalid_type("stop", "a string or an array of strings")
+    _check_chat_params(body)
     return Inbound("chat", group, body, bool(body.get("stream")), caching, controls, client_key)
 
 
@@ -180,10 +207,60 @@ _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "a b
                list: "an array", dict: "an object"}
 
 
+def _check_message(i: int, message: dict[str, Any]) -> None:
+    content = message.get("content")
+    if isinstance(content, list):
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise _invalid_type(f"messages[{i}].content[{j}]", "an object with a string 'type'")
+            if "text" in part and not isinstance(part["text"], str):
+                raise _invalid_type(f"messages[{i}].content[{j}].text", "a string")
+    elif content is not None and not isinstance(content, str):
+        raise _invalid_type(f"messages[{i}].content", "a string or an array of parts")
+    for name in ("name", "tool_call_id"):
+        if message.get(name) is not None and not isinstance(message[name], str):
+            raise _invalid_type(f"messages[{i}].{name}", "a string")
+    tool_calls = message.get("tool_calls")
+    if tool_calls is not None and not _is_list_of_objects(tool_calls):
+        raise _invalid_type(f"messages[{i}].tool_calls", "an array of objects")
+
+
+def _check_chat_params(body: dict[str, Any]) -> None:
+    stop = body.get("stop")
+    if isinstance(stop, list) and not all(isinstance(s, str) for s in stop):
+        raise _invalid_type("stop", "a string or an array of strings")
+    for name in ("tools", "functions"):
+        if body.get(name) is not None and not _is_list_of_objects(body[name]):
+            raise _invalid_type(name, "an array of objects")
+    call = body.get("function_call")
+    if isinstance(call, dict) and not isinstance(call.get("name"), str):
+        raise _invalid_type("function_call.name", "a string")
+    bias = body.get("logit_bias")
+    if isinstance(bias, dict) and not all(_is_instance(v, _NUMBER) for v in bias.values()):
+        raise _invalid_type("logit_bias", "an object of numbers")
+    options = body.get("stream_options")
+    if isinstance(options, dict) and not _is_instance(options.get("include_usage", False), (bool,)):
+        raise _invalid_type("stream_options.include_usage", "a boolean")
+
+
+def _is_list_of_objects(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, dict) for v in value)
+
+
+# JSON numbers past 64 bits: orjson reads them as floats, upstreams refuse them.
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and _INT_MIN <= value <= _INT_MAX
+
+
 def _is_instance(value: Any, types: tuple[type, ...]) -> bool:
     # bool is an int in Python, never in JSON Schema.
     if isinstance(value, bool):
         return bool in types
+    if isinstance(value, int) and float not in types:
+        return int in types and _is_int(value)
     return isinstance(value, types)
 
 
@@ -209,9 +286,6 @@ def _is_embedding_input(value: Any) -> bool:
         return False
     if all(isinstance(v, str) for v in value):
         return True
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if all(_is_int(v) for v in value):
         return True
-    return all(
-        isinstance(v, list) and v and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
-        for v in value
-    )
+    return all(isinstance(v, list) and v and all(_is_int(t) for t in v) for v in value)
