@@ -3,8 +3,9 @@
     python -m bench.soak --duration 600 --interval 60 [--report bench/SOAK.md]
 
 Starts a fake upstream and Turnout (instrumented with a task count), then drives cache
-hits and misses, streams, upstream failures and client errors from a few concurrent
-clients. Every `interval` it samples RSS, open file descriptors and asyncio tasks.
+hits and misses, streams, upstream failures (which the router must absorb: a flaky
+deployment beside a healthy one, a dead group with a fallback) and client errors from a
+few concurrent clients. Every `interval` it samples RSS, open file descriptors and asyncio tasks.
 Requests whose answer is not what the contract promises (a 500, a transport error, a
 timeout, a wrong status) count as failures. Results are appended to the report.
 """
@@ -42,6 +43,9 @@ shutdown_grace = "5s"
 [cache]
 mode = "opt-in"
 
+[router]
+retry_backoff = "10ms"
+
 [[models]]
 name = "up"
   [[models.deployments]]
@@ -57,6 +61,11 @@ name = "flaky"
   base_url = "{flaky}"
   api_key = "sk-soak"
   model = "flaky"
+  [[models.deployments]]
+  provider = "openai"
+  base_url = "{upstream}"
+  api_key = "sk-soak"
+  model = "up"
 
 [[models]]
 name = "down"
@@ -70,6 +79,9 @@ name = "down"
 name = "mock"
   [[models.deployments]]
   provider = "mock"
+
+[fallbacks]
+"down" = ["up"]
 """
 
 
@@ -118,13 +130,15 @@ async def one_request(client: httpx.AsyncClient, upstream: FakeUpstreamProcess,
     elif kind == "embedding":
         body = {"model": "mock", "input": [f"text {rng.randrange(50)}"]}
     elif kind == "upstream_failure":
-        # The flaky upstream (only these requests reach it) answers its next call with a 500.
+        # The flaky deployment answers its next call with a 500; the router must retry on
+        # the group's healthy deployment, so the client still gets its answer.
         await asyncio.to_thread(upstream.script, {"status": 500})
         tally.faults += 1
-        body, expected = chat("flaky", "fail please"), 502
+        body = chat("flaky", "fail please")
     elif kind == "dead_upstream":
-        tally.faults += 1  # nothing listens there: connection refused
-        body, expected = chat("down", "fail please"), 502
+        # Nothing listens there (connection refused): the group falls back to "up".
+        tally.faults += 1
+        body = chat("down", "fail please")
     else:
         body, expected = {"model": "mock", "messages": "not a list"}, 400
     path = "/v1/embeddings" if kind == "embedding" else "/v1/chat/completions"

@@ -133,7 +133,7 @@ async def test_no_secret_in_any_answer_header_metrics_or_status(caplog):
         ]
         for method, path, headers, body in exchanges:
             response = await client.request(method, path, headers=headers, json=body)
-            assert response.status_code < 500 or response.status_code == 502, (path, body)
+            assert response.status_code < 500 or response.status_code in (502, 503), (path, body)
             outputs.append(response.text)
             outputs.extend(f"{k}: {v}" for k, v in response.headers.items())
     outputs.extend(record.getMessage() for record in caplog.records)
