@@ -28,5 +28,13 @@ test: lint
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration and not e2e"
 
+# The benchmark (bench/README.md): every scenario, repeated; rewrites bench/RESULTS.md.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+# About ten seconds: every scenario once, capped, to prove the harness works; writes nothing.
+bench-smoke: $(STAMP)
+	$(BIN)/python -m bench.run --smoke
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
