@@ -123,3 +123,64 @@ def test_environment_proxy(monkeypatch, env, origin, expected):
         monkeypatch.setenv(name, value)
     proxy = environment_proxy(origin)
     assert (str(proxy.url) if proxy else None) == expected
+
+
+async def test_sender_reads_and_closes_a_json_answer(fake):
+    url, counters = fake
+    pool = ClientPool()
+    sender = pool.sender_for(f"{url}/v1")
+    try:
+        request = sender.build("POST", f"{url}/v1/chat/completions", content=BODY,
+                               headers={"content-type": "application/json"})
+        answers = await asyncio.gather(*(sender.send(request) for _ in range(4)))
+        assert pool.sender_for(f"{url}/other") is sender
+    finally:
+        await pool.aclose()
+    assert [a.json()["object"] for a in answers] == ["chat.completion"] * 4
+    assert answers[0].request is request
+    assert counters.calls == 4
+
+
+async def test_sender_and_client_share_the_origins_connections(fake):
+    url, counters = fake
+    pool = ClientPool()
+    try:
+        client = pool.client_for(url)
+        sender = pool.sender_for(url)
+        await client.post(f"{url}/v1/chat/completions", content=BODY)
+        await sender.send(sender.build("POST", f"{url}/v1/chat/completions", content=BODY,
+                                       headers={}))
+    finally:
+        await pool.aclose()
+    assert counters.calls == 2
+    assert counters.connections == 1
+
+
+async def test_sender_streams_until_the_caller_closes(fake):
+    url, _ = fake
+    pool = ClientPool()
+    sender = pool.sender_for(url)
+    body = orjson.dumps({"model": "m", "messages": [], "stream": True})
+    try:
+        response = await sender.send(
+            sender.build("POST", f"{url}/v1/chat/completions", content=body, headers={}),
+            stream=True)
+        first = await response.aiter_bytes().__anext__()
+        await response.aclose()
+    finally:
+        await pool.aclose()
+    assert first.startswith(b"data: ")
+    assert response.is_closed
+
+
+async def test_sender_uses_the_injected_transport():
+    upstream = RecordingUpstream()
+    pool = ClientPool(upstream.transport())
+    sender = pool.sender_for("http://up.test/v1")
+    try:
+        answer = await sender.send(sender.build("POST", "http://up.test/v1/chat/completions",
+                                                content=BODY, headers={}))
+    finally:
+        await pool.aclose()
+    assert answer.json()["choices"][0]["message"]["content"] == "Hello"
+    assert upstream.json()["model"] == "m"
