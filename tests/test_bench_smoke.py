@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bench import report
+from bench import profile, report
 from bench.fake_upstream import content_length
 from bench.scenarios import SCENARIOS
 
@@ -80,3 +80,18 @@ def test_report_labels_what_was_really_measured(case, valid, says):
 )
 def test_fake_upstream_reads_content_length(head, expected):
     assert content_length(head) == expected
+
+
+@pytest.mark.parametrize(
+    ("stack", "layer"),
+    [
+        pytest.param("run (uvicorn/main.py:1);Logger.info (logging/__init__.py:2)",
+                     "logging (httpx's INFO line per upstream request)", id="logging-first"),
+        pytest.param("run (uvicorn/main.py:1);parse_chat (/x/router/inbound.py:9)",
+                     "Turnout: inbound (auth, body, validation)", id="innermost-layer"),
+        pytest.param("run (uvicorn/main.py:1);Runner.run (asyncio/runners.py:3)",
+                     profile.EVENT_LOOP, id="event-loop"),
+    ],
+)
+def test_profile_charges_samples_to_layers(stack, layer):
+    assert profile.rank(f"{stack} 3\n") == [(layer, 1.0)]
