@@ -36,6 +36,7 @@ def test_smoke_run_measures_every_scenario_and_rewrites_nothing(tmp_path):
         assert 0 < turnout["ready_seconds"] < 30
         assert turnout["rss_mb"] > 0
     assert "| proxied, no cache |" in done.stdout
+    assert "Not judged in smoke mode." in done.stdout
     assert (RESULTS.read_bytes() if RESULTS.exists() else None) == before
 
 
