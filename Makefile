@@ -32,5 +32,13 @@ unit: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak --duration 600 --interval 60 --report bench/SOAK.md
 
+# The benchmark (bench/README.md): every scenario, repeated; rewrites bench/RESULTS.md.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+# About ten seconds: every scenario once, capped, to prove the harness works; writes nothing.
+bench-smoke: $(STAMP)
+	$(BIN)/python -m bench.run --smoke
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

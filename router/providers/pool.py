@@ -1,40 +1,201 @@
-"""One shared HTTP connection pool per upstream origin, opened and closed by the lifespan."""
+"""One shared HTTP connection pool per upstream origin, opened and closed by the lifespan.
+
+httpx is the client API; the bytes move through aiohttp (httpx-aiohttp's transport).
+Measured in bench/ (bench/PROFILE.md): under 32 concurrent requests, httpx's default
+transport (httpcore) spends most of Turnout's CPU in its pool, checking every idle
+connection's socket for readability before each request; aiohttp's connector learns
+about closed connections from the event loop instead. `sender_for` is the hot path:
+prepared requests straight to that transport, without AsyncClient's per-request work.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ssl
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
-__all__ = ["ClientPool"]
+__all__ = ["ClientPool", "UpstreamSender", "UpstreamTransport", "environment_proxy", "origin_of"]
+
+MAX_CONNECTIONS = 1000  # per origin
+KEEPALIVE_SECONDS = 30.0
+
+
+# Timeouts are the dispatcher's business; these only bound a dead network.
+TIMEOUT = httpx.Timeout(connect=10.0, read=None, write=30.0, pool=None)
 
 
 class ClientPool:
-    """Hands out one `httpx.AsyncClient` per scheme://host:port.
+    """One transport per scheme://host:port, reached through `client_for` or `sender_for`.
 
-    `transport` replaces the network for every client (tests pass an `httpx.MockTransport`).
-    Timeouts are the dispatcher's business, so the clients themselves have generous ones.
+    `transport` replaces the network for every origin (tests pass an `httpx.MockTransport`).
+    Transports and clients are closed by `aclose`.
     """
 
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._transport = transport
+        self._injected = transport
+        self._transports: dict[str, httpx.AsyncBaseTransport] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
+        self._senders: dict[str, UpstreamSender] = {}
+        self._tls: ssl.SSLContext | None = None
 
     def client_for(self, base_url: str) -> httpx.AsyncClient:
-        parts = urlsplit(base_url)
-        origin = f"{parts.scheme}://{parts.netloc}"
+        """A full `httpx.AsyncClient` on the origin's shared transport."""
+        origin = origin_of(base_url)
         client = self._clients.get(origin)
         if client is None:
             client = httpx.AsyncClient(
-                transport=self._transport,
-                timeout=httpx.Timeout(connect=10.0, read=None, write=30.0, pool=None),
-                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+                transport=self._transport_for(origin),
+                timeout=TIMEOUT,
                 follow_redirects=False,
+                trust_env=False,  # UpstreamTransport applies the environment's proxy settings
             )
             self._clients[origin] = client
         return client
 
+    def sender_for(self, base_url: str) -> UpstreamSender:
+        """The hot path to the origin: see UpstreamSender."""
+        origin = origin_of(base_url)
+        sender = self._senders.get(origin)
+        if sender is None:
+            sender = self._senders[origin] = UpstreamSender(self._transport_for(origin))
+        return sender
+
+    def _transport_for(self, origin: str) -> httpx.AsyncBaseTransport:
+        transport = self._injected or self._transports.get(origin)
+        if transport is None:
+            transport = UpstreamTransport(origin, self._tls_context())
+            self._transports[origin] = transport
+        return transport
+
+    def _tls_context(self) -> ssl.SSLContext:
+        # Loading the CA bundle takes milliseconds: once per pool, not once per origin.
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context()
+        return self._tls
+
     async def aclose(self) -> None:
         clients, self._clients = self._clients, {}
+        transports, self._transports = self._transports, {}
+        self._senders = {}
         for client in clients.values():
             await client.aclose()
+        for transport in transports.values():
+            await transport.aclose()  # a second close of a client's transport does nothing
+
+
+class UpstreamSender:
+    """Sends prepared `httpx.Request`s straight to an origin's transport.
+
+    This is what `httpx.AsyncClient.send` does minus the parts Turnout never uses and pays
+    for on every request: base-URL merging, the cookie jar (it runs every response through
+    http.cookiejar), auth and redirect handling, event hooks and httpx's INFO log line.
+    Measured under 32 connections (bench/PROFILE.md): about half the client-side CPU of
+    `client.post` over the same transport. Transport errors are httpx's, as with a client.
+    """
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self._transport = transport
+
+    @staticmethod
+    def build(method: str, url: httpx.URL | str, *, content: bytes,
+              headers: httpx.Headers | Mapping[str, str]) -> httpx.Request:
+        return httpx.Request(method, url, content=content, headers=headers,
+                             extensions={"timeout": TIMEOUT.as_dict()})
+
+    async def send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        """The response; read and closed, unless `stream`: then the caller must `aclose` it."""
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        if stream:
+            return response
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
+
+
+class UpstreamTransport(httpx.AsyncBaseTransport):
+    """httpx requests over one aiohttp connection pool, to the upstream at `origin`.
+
+    The environment's proxy settings (HTTPS_PROXY, NO_PROXY, ...) are read once, here,
+    not on every request. The aiohttp session opens on the first request, inside the
+    event loop; `aclose` closes it with its connections.
+    """
+
+    def __init__(self, origin: str, tls: ssl.SSLContext) -> None:
+        self._inner = AiohttpTransport(
+            verify=tls,
+            proxy=environment_proxy(origin),
+            client=_session_factory(tls),
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        with _true_timeouts_only():
+            response = await self._inner.handle_async_request(request)
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _RemappedStream(response.stream)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _RemappedStream(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream) -> None:
+        self._inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _true_timeouts_only():
+            async for chunk in self._inner:
+                yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@contextlib.contextmanager
+def _true_timeouts_only() -> Iterator[None]:
+    # httpx-aiohttp maps every aiohttp.ClientConnectionError to httpx.ConnectTimeout; an
+    # upstream that refused or dropped the connection did not time out, and failures are
+    # counted and reported by kind.
+    try:
+        yield
+    except httpx.ConnectTimeout as exc:
+        cause = exc.__cause__
+        if isinstance(cause, TimeoutError):
+            raise
+        if isinstance(cause, aiohttp.ClientConnectorError):
+            raise httpx.ConnectError(f"upstream refused the connection: {cause}") from exc
+        raise httpx.RemoteProtocolError(f"upstream dropped the connection: {cause}") from exc
+
+
+def _session_factory(tls: ssl.SSLContext) -> Callable[[], aiohttp.ClientSession]:
+    def open_session() -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=KEEPALIVE_SECONDS,
+                                         ssl=tls)
+        # httpx keeps the cookies; a second jar in aiohttp would only cost time.
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+    return open_session
+
+
+def origin_of(base_url: str) -> str:
+    parts = urlsplit(base_url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def environment_proxy(origin: str) -> httpx.Proxy | None:
+    """The proxy the environment names for `origin` (NO_PROXY honoured), else None."""
+    parts = urlsplit(origin)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return httpx.Proxy(proxy)
