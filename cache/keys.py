@@ -125,7 +125,9 @@ def _numbers(value: Any) -> Any:
     if isinstance(value, list):
         return [_numbers(v) for v in value]
     if isinstance(value, dict):
-        return {k: _numbers(v) for k, v in value.items() if v is not None}
+        # Nulls are kept below the top level: inside a tool's JSON Schema, `"default": null`
+        # or `"const": null` is not the same as leaving it out.
+        return {k: _numbers(v) for k, v in value.items()}
     return value
 
 
