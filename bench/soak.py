@@ -42,6 +42,8 @@ shutdown_grace = "5s"
 
 [cache]
 mode = "opt-in"
+# Small enough that misses fill it early in the run: growth after that would be a leak.
+max_entries = 1000
 
 [router]
 retry_backoff = "10ms"

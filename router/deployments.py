@@ -66,13 +66,21 @@ class UsageWindow:
             wait = max(wait, until + WINDOW - now)
         return max(wait, 0.0)
 
+    # Adding prunes too: a deployment without rpm/tpm limits is never asked for its usage
+    # on the request path, and its window must not grow with every request it serves.
     def add_request(self, now: float) -> None:
+        self._prune(now)
         self._requests.append(now)
 
     def add_tokens(self, now: float, tokens: int) -> None:
+        self._prune(now)
         if tokens > 0:
             self._tokens.append((now, tokens))
             self._token_sum += tokens
+
+    def __len__(self) -> int:
+        """How many request and token records are held (bounded by the window)."""
+        return len(self._requests) + len(self._tokens)
 
 
 @dataclass(slots=True)

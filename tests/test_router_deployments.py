@@ -164,3 +164,16 @@ def test_frees_in_tells_when_the_oldest_usage_leaves_the_minute():
     s.usage.add_tokens(5.0, 80)
     s.usage.add_tokens(12.0, 30)
     assert s.usage.frees_in(15.0, 0, 100) == 50.0  # once the 80 tokens at 5 s are gone
+
+
+def test_usage_window_stays_bounded_without_limits():
+    # No rpm/tpm: nothing on the request path asks for usage, so adding must prune (a soak
+    # showed RSS climbing about 1 MiB a minute before it did).
+    from router.deployments import UsageWindow
+
+    window = UsageWindow()
+    for second in range(600):
+        for _ in range(10):
+            window.add_request(float(second))
+            window.add_tokens(float(second), 7)
+    assert len(window) <= 2 * 10 * 61
