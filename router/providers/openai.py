@@ -12,15 +12,17 @@ from httpx_sse import EventSource
 from router.config import Deployment
 from router.errors import UpstreamFailure
 from router.providers.base import Answer, Chunk, classify_status, parse_json_body, transport_errors
+from router.providers.pool import UpstreamSender, sender_of
 
 __all__ = ["OpenAIProvider"]
 
 
 class OpenAIProvider:
-    def __init__(self, deployment: Deployment, client: httpx.AsyncClient) -> None:
+    def __init__(self, deployment: Deployment, http: UpstreamSender | httpx.AsyncClient) -> None:
         self.deployment = deployment
-        self._client = client
-        self._headers = self.auth_headers(deployment)
+        self._sender = sender_of(http)
+        self._headers = httpx.Headers(self.auth_headers(deployment))
+        self._urls: dict[str, httpx.URL] = {}
 
     @staticmethod
     def auth_headers(deployment: Deployment) -> dict[str, str]:
@@ -36,19 +38,23 @@ class OpenAIProvider:
     def payload(self, body: dict[str, Any]) -> bytes:
         return orjson.dumps({**body, "model": self.deployment.model})
 
+    def _request(self, operation: str, body: dict[str, Any]) -> httpx.Request:
+        url = self._urls.get(operation)
+        if url is None:
+            url = self._urls[operation] = httpx.URL(self.url(operation))
+        return self._sender.build("POST", url, content=self.payload(body), headers=self._headers)
+
     async def complete(self, body: dict[str, Any]) -> Answer:
-        return await self._post_json(self.url("chat/completions"), self.payload(body))
+        return await self._post_json(self._request("chat/completions", body))
 
     async def embed(self, body: dict[str, Any]) -> Answer:
-        return await self._post_json(self.url("embeddings"), self.payload(body))
+        return await self._post_json(self._request("embeddings", body))
 
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         dep = self.deployment.id
-        request = self._client.build_request(
-            "POST", self.url("chat/completions"), content=self.payload(body), headers=self._headers
-        )
+        request = self._request("chat/completions", body)
         with transport_errors(dep):
-            response = await self._client.send(request, stream=True)
+            response = await self._sender.send(request, stream=True)
         try:
             if response.status_code != 200:
                 with transport_errors(dep):
@@ -62,10 +68,10 @@ class OpenAIProvider:
     async def aclose(self) -> None:
         return None
 
-    async def _post_json(self, url: str, content: bytes) -> Answer:
+    async def _post_json(self, request: httpx.Request) -> Answer:
         dep = self.deployment.id
         with transport_errors(dep):
-            response = await self._client.post(url, content=content, headers=self._headers)
+            response = await self._sender.send(request)
         if response.status_code != 200:
             raise classify_status(dep, response.status_code, response.content, response.headers)
         return Answer(parse_json_body(dep, response.content), raw=response.content)

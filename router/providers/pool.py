@@ -20,7 +20,8 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-__all__ = ["ClientPool", "UpstreamSender", "UpstreamTransport", "environment_proxy", "origin_of"]
+__all__ = ["ClientPool", "Sender", "UpstreamSender", "UpstreamTransport", "environment_proxy",
+           "origin_of", "sender_of"]
 
 MAX_CONNECTIONS = 1000  # per origin
 KEEPALIVE_SECONDS = 30.0
@@ -28,6 +29,7 @@ KEEPALIVE_SECONDS = 30.0
 
 # Timeouts are the dispatcher's business; these only bound a dead network.
 TIMEOUT = httpx.Timeout(connect=10.0, read=None, write=30.0, pool=None)
+_TIMEOUTS = TIMEOUT.as_dict()
 
 
 class ClientPool:
@@ -105,8 +107,24 @@ class UpstreamSender:
     @staticmethod
     def build(method: str, url: httpx.URL | str, *, content: bytes,
               headers: httpx.Headers | Mapping[str, str]) -> httpx.Request:
-        return httpx.Request(method, url, content=content, headers=headers,
-                             extensions={"timeout": TIMEOUT.as_dict()})
+        """The request `httpx.Request(method, url, content=..., headers=...)` would be.
+
+        Built from a stream, so httpx skips sniffing and encoding the content and merging
+        its own headers: Host and Content-Length are set here.
+        """
+        if not isinstance(url, httpx.URL):
+            url = httpx.URL(url)
+        given = headers.raw if isinstance(headers, httpx.Headers) else [
+            (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        named = {k.lower() for k, _ in given}
+        raw = [(b"Host", url.netloc), *given] if url.host and b"host" not in named \
+            else list(given)
+        if b"content-length" not in named:
+            raw.append((b"Content-Length", str(len(content)).encode()))
+        request = httpx.Request(method, url, headers=raw, stream=httpx.ByteStream(content),
+                                extensions={"timeout": _TIMEOUTS})
+        request.read()
+        return request
 
     async def send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
         """The response; read and closed, unless `stream`: then the caller must `aclose` it."""
@@ -119,6 +137,28 @@ class UpstreamSender:
         finally:
             await response.aclose()
         return response
+
+
+class _ClientSender:
+    """The UpstreamSender interface over a whole `httpx.AsyncClient` (what tests pass)."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    def build(self, method: str, url: httpx.URL | str, *, content: bytes,
+              headers: httpx.Headers | Mapping[str, str]) -> httpx.Request:
+        return self._client.build_request(method, url, content=content, headers=headers)
+
+    async def send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        return await self._client.send(request, stream=stream)
+
+
+Sender = UpstreamSender | _ClientSender
+
+
+def sender_of(http: UpstreamSender | httpx.AsyncClient) -> Sender:
+    """What a provider sends through: the pool's sender, or a client handed to it."""
+    return _ClientSender(http) if isinstance(http, httpx.AsyncClient) else http
 
 
 class UpstreamTransport(httpx.AsyncBaseTransport):
