@@ -249,6 +249,16 @@ def configure_logging(*, stream: IO[str] | None = None, human: bool | None = Non
 class _QueueHandler(logging.handlers.QueueHandler):
     """Keeps the record's own fields for the formatter on the other side of the queue."""
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        # Handler.handle takes the handler's lock around emit(); putting on a SimpleQueue
+        # is thread-safe already, and the access line passes here on every request.
+        rv = self.filter(record)
+        if isinstance(rv, logging.LogRecord):
+            record = rv
+        if rv:
+            self.emit(record)
+        return bool(rv)
+
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         # The stock prepare() formats here and flattens the record to its message; the
         # writer thread formats instead, and needs the extra fields.
