@@ -44,12 +44,20 @@ LAYERS = [
     ("starlette/", "Starlette: middleware, routing, Request"),
     ("httpx/", "httpx: send machinery, Request/Response/Headers objects"),
     ("prometheus_client/", "prometheus_client"),
+    ("redis/", "redis-py (the cache's GET)"),
+    ("router/logs", "Turnout: access-log middleware (ids, headers, metrics, traffic)"),
+    ("router/traffic", "Turnout: access-log middleware (ids, headers, metrics, traffic)"),
+    ("router/lifecycle", "Turnout: gateway pinning"),
+    ("router/caching", "Turnout: cache (policy, key, entry, store)"),
+    ("cache/", "Turnout: cache (policy, key, entry, store)"),
+    ("router/tracing", "Turnout: attempt timing (tracing.InstrumentedProvider)"),
+    ("router/serving", "uvicorn: HTTP parsing (httptools), ASGI glue, socket writes"),
     ("router/inbound", "Turnout: inbound (auth, body, validation)"),
     ("router/providers", "Turnout: providers (payload, SSE relay)"),
     ("router/dispatch", "Turnout: dispatch"),
     ("router/streaming", "Turnout: SSE framing, masking"),
     ("router/masking", "Turnout: SSE framing, masking"),
-    ("router/", "Turnout: endpoints, gateway"),
+    ("router/", "Turnout: endpoints, gateway, metrics"),
 ]
 EVENT_LOOP = "event loop (uvloop: epoll, socket reads, task switches)"
 FRAME = re.compile(r"(?P<func>.*?) \((?P<file>.*?)(?::\d+)?\)$")

@@ -241,6 +241,11 @@ def configure_logging(*, stream: IO[str] | None = None, human: bool | None = Non
         logger.handlers = [handler]
         logger.setLevel(at)
         logger.propagate = False
+    # Neither format shows a record's thread or process: a record need not look them up
+    # (the logging HOWTO's "Optimization" flags), which the access line pays per request.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     # httpx logs a line at INFO for every request an AsyncClient sends: per-request noise.
     logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
     return stop
