@@ -26,9 +26,9 @@ from bench.scenarios import SCENARIOS, turnout_config
 # A sample is charged to the first rule that matches its stack (outermost concerns first),
 # else to the innermost frame's layer.
 StackRule = tuple[str, Callable[[list[str]], bool]]
+LOGGING = "logging (the access line: record, queue; the writer thread formats and writes)"
 STACK_RULES: list[StackRule] = [
-    ("logging (httpx's INFO line per upstream request)",
-     lambda fs: any("logging/" in f for f in fs)),
+    (LOGGING, lambda fs: any("logging/" in f for f in fs)),
     ("httpx: cookie jar on every response", lambda fs: any("extract_cookies" in f for f in fs)),
     ("httpx: build_request (URL parse, header and cookie merge)",
      lambda fs: any("build_request" in f for f in fs)),
@@ -44,12 +44,20 @@ LAYERS = [
     ("starlette/", "Starlette: middleware, routing, Request"),
     ("httpx/", "httpx: send machinery, Request/Response/Headers objects"),
     ("prometheus_client/", "prometheus_client"),
+    ("redis/", "redis-py (the cache's GET)"),
+    ("router/logs", "Turnout: access-log middleware (ids, headers, metrics, traffic)"),
+    ("router/traffic", "Turnout: access-log middleware (ids, headers, metrics, traffic)"),
+    ("router/lifecycle", "Turnout: gateway pinning"),
+    ("router/caching", "Turnout: cache (policy, key, entry, store)"),
+    ("cache/", "Turnout: cache (policy, key, entry, store)"),
+    ("router/tracing", "Turnout: attempt timing (tracing.InstrumentedProvider)"),
+    ("router/serving", "uvicorn: HTTP parsing (httptools), ASGI glue, socket writes"),
     ("router/inbound", "Turnout: inbound (auth, body, validation)"),
     ("router/providers", "Turnout: providers (payload, SSE relay)"),
     ("router/dispatch", "Turnout: dispatch"),
     ("router/streaming", "Turnout: SSE framing, masking"),
     ("router/masking", "Turnout: SSE framing, masking"),
-    ("router/", "Turnout: endpoints, gateway"),
+    ("router/", "Turnout: endpoints, gateway, metrics"),
 ]
 EVENT_LOOP = "event loop (uvloop: epoll, socket reads, task switches)"
 FRAME = re.compile(r"(?P<func>.*?) \((?P<file>.*?)(?::\d+)?\)$")
@@ -70,13 +78,21 @@ def layer_of(frames: list[str]) -> str:
     return "other"
 
 
+# Threads that wait on a queue show in py-spy's samples as if they ran: the log writer
+# blocked in SimpleQueue.get is not CPU time and is left out.
+IDLE_FRAMES = ("QueueListener.dequeue",)
+
+
 def rank(collapsed: str) -> list[tuple[str, float]]:
-    """Each layer's share of the samples, largest first."""
+    """Each layer's share of the samples, largest first (idle waits left out)."""
     counts: collections.Counter[str] = collections.Counter()
     for line in collapsed.splitlines():
         stack, _, count = line.rpartition(" ")
         if stack and count.isdigit():
-            counts[layer_of(stack.split(";"))] += int(count)
+            frames = stack.split(";")
+            if any(idle in frame for frame in frames for idle in IDLE_FRAMES):
+                continue
+            counts[layer_of(frames)] += int(count)
     total = sum(counts.values()) or 1
     return [(name, n / total) for name, n in counts.most_common()]
 

@@ -28,6 +28,7 @@ under other rules are never read.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -61,6 +62,12 @@ def scope_of(client_key: str | None, scope: Literal["per-key", "shared"]) -> str
         return "shared"
     if client_key is None:
         return "anonymous"
+    return _key_scope(client_key)
+
+
+@functools.lru_cache(maxsize=256)
+def _key_scope(client_key: str) -> str:
+    # Client keys are the few configured ones: each is hashed once, not on every request.
     return "key:" + hashlib.sha256(client_key.encode()).hexdigest()[:32]
 
 

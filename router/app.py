@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import time
@@ -19,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 from router import endpoints, ui
@@ -102,6 +104,7 @@ def create_app(
         app.state.retired_gateways = set()
         app.state.background = set()
         app.state.gateway = gateway_factory(config)
+        _settle_garbage_collector()
         try:
             yield
         finally:
@@ -113,6 +116,7 @@ def create_app(
             if own_redis and shared_redis is not None:
                 await shared_redis.aclose()
             metrics.release()
+            gc.unfreeze()
             if tracing is not None:
                 # Flushing queued spans may wait on the collector: not on the event loop.
                 await asyncio.to_thread(tracing.shutdown)
@@ -134,7 +138,7 @@ def create_app(
         Route("/ui", ui.page, methods=["GET"]),
         Mount("/ui/static", StaticFiles(directory=ui.STATIC_DIR), name="ui"),
     ]
-    app = Starlette(
+    app = TurnoutApp(
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(AccessLog, metrics=metrics, tracing=tracing),
@@ -148,7 +152,69 @@ def create_app(
     app.state.openapi = _openapi_document()
     app.state.metrics = metrics  # a reload's build_gateway takes these two again
     app.state.tracing = tracing
+    app.fast_paths = _fast_paths(metrics, tracing)
     return app
+
+
+class TurnoutApp(Starlette):
+    """Starlette, except for the proxy endpoints: a POST to one of `fast_paths` goes
+    straight to the same access-log and gateway-pinning middleware, and errors are
+    rendered by the same handlers, without Starlette's error middleware, exception
+    middleware and router in between (bench/PROFILE.md). Everything else, including any
+    other method on those paths, is Starlette's.
+    """
+
+    fast_paths: dict[str, ASGIApp] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            fast = self.fast_paths.get(scope["path"])
+            if fast is not None:
+                scope["app"] = self
+                await fast(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def _fast_paths(metrics: Metrics, tracing: Tracing | None) -> dict[str, ASGIApp]:
+    def wrapped(endpoint: ASGIApp) -> ASGIApp:
+        return AccessLog(PinGateway(_Rendered(endpoint)), metrics=metrics, tracing=tracing)
+
+    chat, embed = wrapped(endpoints.chat_completions), wrapped(endpoints.embeddings)
+    return {"/v1/chat/completions": chat, "/chat/completions": chat,
+            "/v1/embeddings": embed, "/embeddings": embed}
+
+
+class _Rendered:
+    """What Starlette's exception middleware and error middleware do for an app's errors:
+    a TurnoutError is answered by `render_error`; anything else by `render_unexpected`
+    (logged) and then re-raised for the server, as ServerErrorMiddleware does."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def sender(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sender)
+        except Exception as exc:
+            if started:
+                raise
+            request = Request(scope, receive)
+            if isinstance(exc, TurnoutError):
+                response = await render_error(request, exc)
+                await response(scope, receive, send)
+                return
+            response = await render_unexpected(request, exc)
+            await response(scope, receive, send)
+            raise
 
 
 async def render_error(request: Request, exc: Exception) -> Response:
@@ -175,6 +241,21 @@ async def render_unexpected(request: Request, exc: Exception) -> Response:
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return Response(error_body("Turnout hit an internal error", "server_error", "internal_error"),
                     status_code=500, media_type="application/json")
+
+
+def _settle_garbage_collector() -> None:
+    """What start-up built lives as long as the process: out of the collector's sight.
+
+    Every request allocates and frees many small objects; each young collection that
+    triggers used to reach the start-up heap too (bench/PROFILE.md). Frozen objects are
+    never scanned, and young collections come less often.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(_GC_YOUNG, *gc.get_threshold()[1:])
+
+
+_GC_YOUNG = 10_000
 
 
 def _openapi_document() -> bytes:

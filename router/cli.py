@@ -125,6 +125,7 @@ def _serve(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     from router.logs import configure_logging
+    from router.serving import HTTP_PROTOCOL
 
     configure_logging(secrets=config.secrets())
     host = args.host or config.server.host
@@ -135,7 +136,7 @@ def _serve(args: argparse.Namespace) -> int:
     if workers > 1 and config.cache.backend == "memory":
         log.info("memory cache with %d workers: each worker has its own cache", workers)
     options: dict[str, Any] = {
-        "host": host, "port": port, "loop": _loop(), "http": "httptools", "lifespan": "on",
+        "host": host, "port": port, "loop": _loop(), "http": HTTP_PROTOCOL, "lifespan": "on",
         "access_log": False, "log_level": "warning", "server_header": False,
         "log_config": None,  # router.logs formats uvicorn's records too
         "timeout_graceful_shutdown": config.server.shutdown_grace,

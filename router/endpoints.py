@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from router.errors import AuthenticationFailed
 from router.gateway import Gateway, Outcome
-from router.inbound import authenticate, parse_chat, parse_embeddings, read_json
-from router.lifecycle import gateway_for
+from router.inbound import (
+    Inbound,
+    authenticate,
+    check_key,
+    parse_chat,
+    parse_embeddings,
+    receive_json,
+)
+from router.lifecycle import gateway_for, gateway_in
 
 __all__ = [
+    "ProxyEndpoint",
     "admin_status",
     "chat_completions",
     "embeddings",
@@ -36,45 +47,108 @@ def gateway_of(request: Request) -> Gateway:
     return gateway
 
 
-async def chat_completions(request: Request) -> Response:
-    return await _proxy(request, parse_chat)
+class ProxyEndpoint:
+    """POST /v1/chat/completions and /v1/embeddings as a pure ASGI app.
+
+    The request path pays for no Starlette `Request`, `Response` or `StreamingResponse`
+    (the latter starts an anyio task group per stream): measured in bench/PROFILE.md.
+    Errors are raised as they were, to the app's exception handlers, which render them.
+    """
+
+    def __init__(self, parse: Callable[[Any, str | None], Inbound]) -> None:
+        self.parse = parse
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = gateway_in(scope)
+        assert gateway is not None, "requests are served only after the lifespan started"
+        started = time.perf_counter()
+        metrics = gateway.metrics
+        metrics.inflight.inc()
+        group = "-"
+        status = 500
+        try:
+            authorization = ""
+            declared: bytes | None = None
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    if not authorization:
+                        authorization = value.decode("latin-1")
+                elif name == b"content-length" and declared is None:
+                    declared = value
+            client_key = check_key(authorization, gateway.client_keys)
+            data = await receive_json(receive, declared, gateway.config.server.max_body_bytes)
+            inbound = self.parse(data, client_key)
+            group = inbound.group
+            outcome = await gateway.handle(inbound)
+            status = outcome.status
+            if outcome.stream is None:
+                await _send_json(outcome, send)
+            else:
+                await _send_stream(outcome.stream, outcome.headers, receive, send)
+        except Exception as exc:
+            status = getattr(exc, "status", 500)
+            raise
+        finally:
+            metrics.inflight.dec()
+            known = group if gateway.config.group(group) is not None else "-"
+            metrics.count_request(known, status)
+            metrics.duration.observe(time.perf_counter() - started)
 
 
-async def embeddings(request: Request) -> Response:
-    return await _proxy(request, parse_embeddings)
+chat_completions = ProxyEndpoint(parse_chat)
+embeddings = ProxyEndpoint(parse_embeddings)
 
 
-async def _proxy(request: Request, parse: Callable[..., object]) -> Response:
-    gateway = gateway_of(request)
-    started = time.perf_counter()
-    metrics = gateway.metrics
-    metrics.inflight.inc()
-    group = "-"
-    status = 500
+def _header_pairs(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+async def _send_json(outcome: Outcome, send: Send) -> None:
+    body = outcome.body or b""
+    headers = _header_pairs(outcome.headers)
+    headers.append((b"content-length", str(len(body)).encode()))
+    headers.append((b"content-type", b"application/json"))
+    await send({"type": "http.response.start", "status": outcome.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+_STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+_SSE_TYPE = (b"content-type", b"text/event-stream; charset=utf-8")
+
+
+async def _send_stream(stream: AsyncIterator[bytes], headers: dict[str, str], receive: Receive,
+                       send: Send) -> None:
+    """Relays `stream`; a client gone (http.disconnect) stops it and closes `stream`, which
+    cancels the upstream call. One watcher task per stream, no task group."""
+    raw = [*_STREAM_HEADERS, *_header_pairs(headers), _SSE_TYPE]
+    task = asyncio.current_task()
+    assert task is not None
+    live = True
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        if live:
+            task.cancel()
+
+    watcher = asyncio.create_task(watch())
     try:
-        client_key = authenticate(request, gateway.client_keys)
-        data = await read_json(request, gateway.config.server.max_body_bytes)
-        inbound = parse(data, client_key)
-        group = inbound.group  # type: ignore[attr-defined]
-        outcome = await gateway.handle(inbound)  # type: ignore[arg-type]
-        status = outcome.status
-        return render(outcome)
-    except Exception as exc:
-        status = getattr(exc, "status", 500)
+        await send({"type": "http.response.start", "status": 200, "headers": raw})
+        async for frame in stream:
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        live = False
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        if gone and task.uncancel() == 0:
+            return  # the client left: nothing more to send, nobody to tell
         raise
     finally:
-        metrics.inflight.dec()
-        known = group if gateway.config.group(group) is not None else "-"
-        metrics.requests.labels(known, str(status)).inc()
-        metrics.duration.observe(time.perf_counter() - started)
-
-
-def render(outcome: Outcome) -> Response:
-    if outcome.stream is not None:
-        headers = {"cache-control": "no-cache", "x-accel-buffering": "no", **outcome.headers}
-        return StreamingResponse(outcome.stream, media_type="text/event-stream", headers=headers)
-    return Response(outcome.body, status_code=outcome.status, media_type=JSON,
-                    headers=outcome.headers)
+        live = False
+        watcher.cancel()
+        await stream.aclose()  # type: ignore[attr-defined]
 
 
 async def models(request: Request) -> Response:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive
 
 from router.errors import AuthenticationFailed, InvalidRequest, RequestTooLarge
 
@@ -18,9 +19,12 @@ __all__ = [
     "TURNOUT_FIELDS",
     "Inbound",
     "authenticate",
+    "check_key",
     "parse_chat",
     "parse_embeddings",
+    "parse_json",
     "read_json",
+    "receive_json",
 ]
 
 # Turnout's own controls: read here, never sent upstream.
@@ -76,7 +80,13 @@ def authenticate(request: Request, keys: Sequence[bytes]) -> str | None:
     """
     if not keys:
         return None
-    header = request.headers.get("authorization", "")
+    return check_key(request.headers.get("authorization", ""), keys)
+
+
+def check_key(header: str, keys: Sequence[bytes]) -> str | None:
+    """`authenticate` on the Authorization header's value ("" when there is none)."""
+    if not keys:
+        return None
     scheme, _, token = header.partition(" ")
     presented = token.strip().encode() if scheme.lower() == "bearer" else b""
     matched = False
@@ -101,10 +111,48 @@ async def read_json(request: Request, max_bytes: int) -> Any:
                 raise RequestTooLarge(f"Request body is larger than {max_bytes} bytes")
             parts.append(part)
     except ClientDisconnect:
-        # Nobody will read this answer; it keeps a half-sent upload from counting as a 500.
-        raise InvalidRequest("The client closed the connection before sending the whole body",
-                             code="invalid_json") from None
-    raw = parts[0] if len(parts) == 1 else b"".join(parts)
+        raise _half_sent() from None
+    return parse_json(parts[0] if len(parts) == 1 else b"".join(parts))
+
+
+async def receive_json(receive: Receive, declared: bytes | None, max_bytes: int) -> Any:
+    """`read_json` for a pure-ASGI handler: the body from `receive`, its Content-Length
+    header's value as `declared`."""
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise RequestTooLarge(f"Request body is larger than {max_bytes} bytes")
+    raw = b""
+    parts: list[bytes] | None = None
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            if message["type"] == "http.disconnect":
+                raise _half_sent()
+            continue
+        part = message.get("body", b"")
+        if part:
+            size += len(part)
+            if size > max_bytes:
+                raise RequestTooLarge(f"Request body is larger than {max_bytes} bytes")
+            if not raw:
+                raw = part
+            else:
+                if parts is None:
+                    parts = [raw]
+                parts.append(part)
+        if not message.get("more_body", False):
+            break
+    return parse_json(raw if parts is None else b"".join(parts))
+
+
+def _half_sent() -> InvalidRequest:
+    # Nobody will read this answer; it keeps a half-sent upload from counting as a 500.
+    return InvalidRequest("The client closed the connection before sending the whole body",
+                          code="invalid_json")
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body parsed as JSON (400 when it is not JSON or nested too deep)."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

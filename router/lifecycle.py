@@ -19,7 +19,8 @@ from router.config import Config, ConfigError, load_config
 from router.gateway import Gateway
 from router.redis_conn import needs_redis
 
-__all__ = ["GATEWAY_KEY", "GatewayLeases", "PinGateway", "gateway_for", "reload_config"]
+__all__ = ["GATEWAY_KEY", "GatewayLeases", "PinGateway", "gateway_for", "gateway_in",
+           "reload_config"]
 
 GATEWAY_KEY = "turnout.gateway"
 
@@ -82,10 +83,15 @@ class PinGateway:
 
 def gateway_for(request: Request) -> Gateway | None:
     """The gateway this request is pinned to, else the current one (None before startup)."""
-    pinned: Gateway | None = request.scope.get(GATEWAY_KEY)
+    return gateway_in(request.scope)
+
+
+def gateway_in(scope: Scope) -> Gateway | None:
+    """`gateway_for` from the ASGI scope, for pure-ASGI handlers."""
+    pinned: Gateway | None = scope.get(GATEWAY_KEY)
     if pinned is not None:
         return pinned
-    current: Gateway | None = getattr(request.app.state, "gateway", None)
+    current: Gateway | None = getattr(scope["app"].state, "gateway", None)
     return current
 
 

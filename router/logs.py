@@ -136,9 +136,13 @@ class AccessLog:
             if group is not None:
                 self.metrics.traffic.record_request(group, status, duration, fields["cache"])
         level = logging.DEBUG if scope.get("path") in _QUIET_PATHS else logging.INFO
-        if self.logger.isEnabledFor(level):
-            self.logger.log(level, "%s %s %s", scope.get("method"), scope.get("path"), status,
-                            extra=fields)
+        logger = self.logger
+        if logger.isEnabledFor(level):
+            # Logger.log would also walk the stack to find its caller, on every request:
+            # the record is made here, without that.
+            logger.handle(logger.makeRecord(
+                logger.name, level, __file__, 0, "%s %s %s",
+                (scope.get("method"), scope.get("path"), status), None, extra=fields))
 
 
 def _request_id(scope: Scope) -> str | None:
@@ -237,11 +241,28 @@ def configure_logging(*, stream: IO[str] | None = None, human: bool | None = Non
         logger.handlers = [handler]
         logger.setLevel(at)
         logger.propagate = False
+    # Neither format shows a record's thread or process: a record need not look them up
+    # (the logging HOWTO's "Optimization" flags), which the access line pays per request.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    # httpx logs a line at INFO for every request an AsyncClient sends: per-request noise.
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
     return stop
 
 
 class _QueueHandler(logging.handlers.QueueHandler):
     """Keeps the record's own fields for the formatter on the other side of the queue."""
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # Handler.handle takes the handler's lock around emit(); putting on a SimpleQueue
+        # is thread-safe already, and the access line passes here on every request.
+        rv = self.filter(record)
+        if isinstance(rv, logging.LogRecord):
+            record = rv
+        if rv:
+            self.emit(record)
+        return bool(rv)
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         # The stock prepare() formats here and flattens the record to its message; the

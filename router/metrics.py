@@ -32,6 +32,7 @@ OTHER = "other"
 _GROUP_LABELS = frozenset({"model_group", "from_group", "to_group"})
 _WORD = re.compile(r"^[A-Za-z0-9_.:-]{1,40}$")
 _MAX_WORDS_PER_LABEL = 32
+_MAX_CACHED_CHILDREN = 1024
 
 
 def multiprocess_dir() -> str | None:
@@ -79,6 +80,19 @@ class _Bounded:
     bounds: LabelBounds | None = None
 
     def labels(self: _M, *values: Any, **named: Any) -> _M:
+        # The request path asks for the same few children on every request: prometheus'
+        # own lookup takes a lock and builds keys, so positional lookups are remembered.
+        if not named:
+            cached = self.__dict__.setdefault("_children", {})
+            child = cached.get(values)
+            if child is None:
+                child = self._bounded_labels(values, named)
+                if len(cached) < _MAX_CACHED_CHILDREN:
+                    cached[values] = child
+            return child  # type: ignore[no-any-return]
+        return self._bounded_labels(values, named)
+
+    def _bounded_labels(self: _M, values: tuple[Any, ...], named: dict[str, Any]) -> _M:
         bounds = self.bounds
         if bounds is not None:
             if named:
@@ -126,6 +140,10 @@ class Metrics:
         # livesum: in multiprocess mode, the sum over the workers that are alive.
         self.inflight = Gauge("turnout_inflight_requests", "Requests in flight", registry=r,
                               multiprocess_mode="livesum")
+
+    def count_request(self, group: str, status: int) -> None:
+        """turnout_requests_total{model_group=group, status} + 1."""
+        self.requests.labels(group, status).inc()
 
     def _bounded(self, collector: BoundedCounter) -> BoundedCounter:
         collector.bounds = self.bounds

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis, RedisCluster
-
 from router.config import Config, RedisSettings
 
 __all__ = ["needs_redis", "open_redis"]
@@ -23,6 +21,8 @@ def open_redis(settings: RedisSettings) -> Any:
     Nothing connects until the first command, so Turnout starts while Redis is down;
     every command is bounded by `settings.timeout`.
     """
+    from redis.asyncio import Redis, RedisCluster  # only a Turnout with Redis loads it
+
     url = settings.url.get_secret_value()
     options: dict[str, Any] = {
         "socket_timeout": settings.timeout,

@@ -22,8 +22,6 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError
-
 from router.deployments import DeploymentState
 
 __all__ = ["LocalShare", "RedisShare", "SharedState"]
@@ -124,6 +122,9 @@ def _key(deployment: str, what: str) -> str:
 class RedisShare:
     def __init__(self, redis: Any, clock: Clock, timeout: float = 0.25) -> None:
         self._redis = redis
+        from redis.exceptions import RedisError  # loaded only when Redis is in use
+
+        self._failures: tuple[type[BaseException], ...] = (TimeoutError, RedisError, OSError)
         self._clock = clock
         # Bounds each call whatever the client's own retries do: a slow or dead Redis must
         # not stall requests.
@@ -186,7 +187,7 @@ class RedisShare:
         try:
             async with asyncio.timeout(self._timeout):
                 result = await command
-        except (TimeoutError, RedisError, OSError) as exc:
+        except self._failures as exc:
             if self._down_until is None:
                 events.warning("redis unavailable for router state (%s); using local state",
                                type(exc).__name__,

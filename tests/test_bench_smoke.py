@@ -87,7 +87,7 @@ def test_fake_upstream_reads_content_length(head, expected):
     ("stack", "layer"),
     [
         pytest.param("run (uvicorn/main.py:1);Logger.info (logging/__init__.py:2)",
-                     "logging (httpx's INFO line per upstream request)", id="logging-first"),
+                     profile.LOGGING, id="logging-first"),
         pytest.param("run (uvicorn/main.py:1);parse_chat (/x/router/inbound.py:9)",
                      "Turnout: inbound (auth, body, validation)", id="innermost-layer"),
         pytest.param("run (uvicorn/main.py:1);Runner.run (asyncio/runners.py:3)",
@@ -96,3 +96,9 @@ def test_fake_upstream_reads_content_length(head, expected):
 )
 def test_profile_charges_samples_to_layers(stack, layer):
     assert profile.rank(f"{stack} 3\n") == [(layer, 1.0)]
+
+
+def test_profile_leaves_out_the_log_writer_waiting():
+    waiting = "run (threading.py:1);QueueListener.dequeue (logging/handlers.py:2) 5\n"
+    working = "run (uvicorn/main.py:1);parse_chat (/x/router/inbound.py:9) 1\n"
+    assert profile.rank(waiting + working) == [("Turnout: inbound (auth, body, validation)", 1.0)]

@@ -15,11 +15,11 @@ __all__ = ["Answer", "Chunk", "ClientPool", "Provider", "build_provider"]
 
 
 def build_provider(deployment: Deployment, pool: ClientPool) -> Provider:
-    """The provider object for one deployment; HTTP providers share the pool's clients."""
+    """The provider object for one deployment; HTTP providers share the pool's connections."""
     if deployment.provider == "mock":
         return MockProvider(deployment)
     assert deployment.base_url is not None  # config validation requires it
-    client = pool.client_for(deployment.base_url)
+    client = pool.sender_for(deployment.base_url)
     if deployment.provider == "openai":
         return OpenAIProvider(deployment, client)
     if deployment.provider == "azure":

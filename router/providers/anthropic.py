@@ -23,6 +23,7 @@ from router.providers.anthropic_wire import (
     to_messages_request,
 )
 from router.providers.base import CLIENT_ERROR_STATUSES, Answer, Chunk, parse_retry_after
+from router.providers.pool import UpstreamSender
 from router.providers.translate import (
     MalformedAnswer,
     StreamError,
@@ -37,7 +38,8 @@ __all__ = ["AnthropicProvider", "classify_anthropic_error"]
 
 
 class AnthropicProvider:
-    def __init__(self, deployment: Deployment, client: httpx.AsyncClient) -> None:
+    def __init__(self, deployment: Deployment,
+                 client: UpstreamSender | httpx.AsyncClient) -> None:
         self.deployment = deployment
         assert deployment.model is not None and deployment.base_url is not None
         self._model = deployment.model

@@ -16,6 +16,7 @@ import orjson
 from router.config import Deployment
 from router.providers.base import Chunk
 from router.providers.openai import OpenAIProvider
+from router.providers.pool import UpstreamSender
 
 __all__ = ["DEFAULT_API_VERSION", "AzureProvider"]
 
@@ -25,7 +26,8 @@ DEFAULT_API_VERSION = "2024-10-21"
 
 
 class AzureProvider(OpenAIProvider):
-    def __init__(self, deployment: Deployment, client: httpx.AsyncClient) -> None:
+    def __init__(self, deployment: Deployment,
+                 client: UpstreamSender | httpx.AsyncClient) -> None:
         super().__init__(deployment, client)
         assert deployment.model is not None and deployment.base_url is not None
         # The SDK's azure_endpoint is the resource URL; tolerate one that already ends in

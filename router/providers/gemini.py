@@ -25,6 +25,7 @@ from router.providers.gemini_wire import (
     to_embed_request,
     to_gemini_request,
 )
+from router.providers.pool import UpstreamSender
 from router.providers.translate import (
     MalformedAnswer,
     TranslationError,
@@ -38,7 +39,8 @@ __all__ = ["GeminiProvider", "classify_gemini_error"]
 
 
 class GeminiProvider:
-    def __init__(self, deployment: Deployment, client: httpx.AsyncClient) -> None:
+    def __init__(self, deployment: Deployment,
+                 client: UpstreamSender | httpx.AsyncClient) -> None:
         self.deployment = deployment
         assert deployment.model is not None and deployment.base_url is not None
         # Google's SDKs accept "models/gemini-…" as well as the bare name.

@@ -14,20 +14,26 @@ import contextlib
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
+import yarl
 from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
 
-__all__ = ["ClientPool", "UpstreamSender", "UpstreamTransport", "environment_proxy", "origin_of"]
+__all__ = ["ClientPool", "Sender", "UpstreamSender", "UpstreamTransport", "environment_proxy",
+           "origin_of", "sender_of"]
 
 MAX_CONNECTIONS = 1000  # per origin
 KEEPALIVE_SECONDS = 30.0
+_MAX_CACHED_URLS = 256
 
 
 # Timeouts are the dispatcher's business; these only bound a dead network.
 TIMEOUT = httpx.Timeout(connect=10.0, read=None, write=30.0, pool=None)
+_TIMEOUTS = TIMEOUT.as_dict()
 
 
 class ClientPool:
@@ -105,8 +111,24 @@ class UpstreamSender:
     @staticmethod
     def build(method: str, url: httpx.URL | str, *, content: bytes,
               headers: httpx.Headers | Mapping[str, str]) -> httpx.Request:
-        return httpx.Request(method, url, content=content, headers=headers,
-                             extensions={"timeout": TIMEOUT.as_dict()})
+        """The request `httpx.Request(method, url, content=..., headers=...)` would be.
+
+        Built from a stream, so httpx skips sniffing and encoding the content and merging
+        its own headers: Host and Content-Length are set here.
+        """
+        if not isinstance(url, httpx.URL):
+            url = httpx.URL(url)
+        given = headers.raw if isinstance(headers, httpx.Headers) else [
+            (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        named = {k.lower() for k, _ in given}
+        raw = [(b"Host", url.netloc), *given] if url.host and b"host" not in named \
+            else list(given)
+        if b"content-length" not in named:
+            raw.append((b"Content-Length", str(len(content)).encode()))
+        request = httpx.Request(method, url, headers=raw, stream=httpx.ByteStream(content),
+                                extensions={"timeout": _TIMEOUTS})
+        request.read()
+        return request
 
     async def send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
         """The response; read and closed, unless `stream`: then the caller must `aclose` it."""
@@ -121,6 +143,28 @@ class UpstreamSender:
         return response
 
 
+class _ClientSender:
+    """The UpstreamSender interface over a whole `httpx.AsyncClient` (what tests pass)."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    def build(self, method: str, url: httpx.URL | str, *, content: bytes,
+              headers: httpx.Headers | Mapping[str, str]) -> httpx.Request:
+        return self._client.build_request(method, url, content=content, headers=headers)
+
+    async def send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        return await self._client.send(request, stream=stream)
+
+
+Sender = UpstreamSender | _ClientSender
+
+
+def sender_of(http: UpstreamSender | httpx.AsyncClient) -> Sender:
+    """What a provider sends through: the pool's sender, or a client handed to it."""
+    return _ClientSender(http) if isinstance(http, httpx.AsyncClient) else http
+
+
 class UpstreamTransport(httpx.AsyncBaseTransport):
     """httpx requests over one aiohttp connection pool, to the upstream at `origin`.
 
@@ -130,7 +174,7 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
     """
 
     def __init__(self, origin: str, tls: ssl.SSLContext) -> None:
-        self._inner = AiohttpTransport(
+        self._inner = _LeanAiohttpTransport(
             verify=tls,
             proxy=environment_proxy(origin),
             client=_session_factory(tls),
@@ -145,6 +189,67 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+class _LeanAiohttpTransport(AiohttpTransport):
+    """httpx-aiohttp's transport, minus what it redoes on every request.
+
+    The same aiohttp call, error mapping and response stream; but the `ClientTimeout` is
+    built once per timeout setting, the URL is handed to aiohttp already parsed (yarl,
+    cached per URL), and headers go as pairs rather than as a mapping aiohttp re-reads.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
+        self._urls: dict[str, yarl.URL] = {}
+        proxy = self.proxy
+        self._proxy_options: dict[str, Any] = {
+            "proxy": str(proxy.url) if proxy else None,
+            "proxy_auth": aiohttp.BasicAuth(proxy.auth[0], proxy.auth[1])
+            if proxy and proxy.auth else None,
+            "proxy_headers": proxy.headers if proxy else None,
+        }
+
+    def _timeout(self, timeout: dict[str, Any]) -> aiohttp.ClientTimeout:
+        key = (timeout.get("connect"), timeout.get("read"), timeout.get("pool"))
+        found = self._timeouts.get(key)
+        if found is None:
+            found = self._timeouts[key] = aiohttp.ClientTimeout(
+                sock_connect=key[0], sock_read=key[1], connect=key[2])
+        return found
+
+    def _url(self, url: httpx.URL) -> yarl.URL:
+        text = str(url)
+        found = self._urls.get(text)
+        if found is None:
+            found = yarl.URL(text, encoded=True)
+            if len(self._urls) < _MAX_CACHED_URLS:
+                self._urls[text] = found
+        return found
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not isinstance(self.client, aiohttp.ClientSession):
+            self.client = self.get_client()
+        try:
+            data: Any = request.content or None
+        except httpx.RequestNotRead:
+            return await super().handle_async_request(request)
+        with map_aiohttp_exceptions():
+            response = await self.client.request(
+                request.method, self._url(request.url),
+                headers=request.headers.multi_items(), data=data,
+                allow_redirects=False, auto_decompress=False, compress=False,
+                timeout=self._timeout(request.extensions.get("timeout", {})),
+                server_hostname=request.extensions.get("sni_hostname"),
+                **self._proxy_options,
+            ).__aenter__()
+        extensions = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode()
+        return httpx.Response(status_code=response.status, headers=response.raw_headers,
+                              stream=AiohttpResponseStream(response), request=request,
+                              extensions=extensions)
 
 
 class _RemappedStream(httpx.AsyncByteStream):

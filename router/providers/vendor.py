@@ -12,6 +12,7 @@ from httpx_sse import EventSource, ServerSentEvent
 from router.config import Deployment
 from router.errors import UpstreamFailure
 from router.providers.base import parse_json_body, transport_errors
+from router.providers.pool import UpstreamSender, sender_of
 
 __all__ = ["VendorClient"]
 
@@ -23,19 +24,21 @@ class VendorClient:
     vendor's error mapping); malformed bodies and broken connections raise UpstreamFailure.
     """
 
-    def __init__(self, deployment: Deployment, client: httpx.AsyncClient,
+    def __init__(self, deployment: Deployment, http: UpstreamSender | httpx.AsyncClient,
                  headers: Mapping[str, str], classify: Any) -> None:
         self.deployment = deployment
-        self._client = client
-        self._headers = {"content-type": "application/json", **headers, **deployment.headers}
+        self._sender = sender_of(http)
+        self._headers = httpx.Headers(
+            {"content-type": "application/json", **headers, **deployment.headers})
         self._classify = classify
 
     async def post(self, url: str, payload: dict[str, Any]) -> dict[str, Any]:
         """The vendor's 200 JSON object."""
         dep = self.deployment.id
+        request = self._sender.build("POST", url, content=orjson.dumps(payload),
+                                     headers=self._headers)
         with transport_errors(dep):
-            response = await self._client.post(url, content=orjson.dumps(payload),
-                                               headers=self._headers)
+            response = await self._sender.send(request)
         if response.status_code != 200:
             raise self._classify(response.status_code, response.content, response.headers)
         return parse_json_body(dep, response.content)
@@ -48,10 +51,10 @@ class VendorClient:
         stream is the caller's job. Closing the iterator closes the connection.
         """
         dep = self.deployment.id
-        request = self._client.build_request("POST", url, content=orjson.dumps(payload),
-                                             headers=self._headers)
+        request = self._sender.build("POST", url, content=orjson.dumps(payload),
+                                     headers=self._headers)
         with transport_errors(dep):
-            response = await self._client.send(request, stream=True)
+            response = await self._sender.send(request, stream=True)
         try:
             if response.status_code != 200:
                 with transport_errors(dep):
