@@ -79,12 +79,22 @@ class ProxyEndpoint:
             data = await receive_json(receive, declared, gateway.config.server.max_body_bytes)
             inbound = self.parse(data, client_key)
             group = inbound.group
-            outcome = await gateway.handle(inbound)
-            status = outcome.status
-            if outcome.stream is None:
-                await _send_json(outcome, send)
-            else:
-                await _send_stream(outcome.stream, outcome.headers, receive, send)
+            watch = ClientWatch(receive)
+            try:
+                outcome = await gateway.handle(inbound)
+                status = outcome.status
+                if outcome.stream is None:
+                    watch.stop()
+                    await _send_json(outcome, send)
+                else:
+                    await _send_stream(outcome.stream, outcome.headers, send, watch)
+            except asyncio.CancelledError:
+                if watch.left():
+                    status = CLIENT_GONE
+                    return  # the client left: nothing to send, nobody to tell
+                raise
+            finally:
+                watch.stop()
         except Exception as exc:
             status = getattr(exc, "status", 500)
             raise
@@ -116,39 +126,59 @@ _STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"
 _SSE_TYPE = (b"content-type", b"text/event-stream; charset=utf-8")
 
 
-async def _send_stream(stream: AsyncIterator[bytes], headers: dict[str, str], receive: Receive,
-                       send: Send) -> None:
-    """Relays `stream`; a client gone (http.disconnect) stops it and closes `stream`, which
-    cancels the upstream call. One watcher task per stream, no task group."""
+async def _send_stream(stream: AsyncIterator[bytes], headers: dict[str, str], send: Send,
+                       watch: ClientWatch) -> None:
+    """Relays `stream`, then closes it; closing it cancels the upstream call, and so does
+    the client leaving (the watch cancels this task)."""
     raw = [*_STREAM_HEADERS, *_header_pairs(headers), _SSE_TYPE]
-    task = asyncio.current_task()
-    assert task is not None
-    live = True
-    gone = False
-
-    async def watch() -> None:
-        nonlocal gone
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        gone = True
-        if live:
-            task.cancel()
-
-    watcher = asyncio.create_task(watch())
     try:
         await send({"type": "http.response.start", "status": 200, "headers": raw})
         async for frame in stream:
             await send({"type": "http.response.body", "body": frame, "more_body": True})
-        live = False
+        watch.stop()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-    except asyncio.CancelledError:
-        if gone and task.uncancel() == 0:
-            return  # the client left: nothing more to send, nobody to tell
-        raise
     finally:
-        live = False
-        watcher.cancel()
         await stream.aclose()  # type: ignore[attr-defined]
+
+
+# Not an HTTP status sent to anyone: the metrics' and access log's word for "client left".
+CLIENT_GONE = 499
+
+
+class ClientWatch:
+    """Cancels the serving task when the client disconnects, from the moment the body is
+    read until the answer is complete: a client that goes away while Turnout waits on an
+    upstream (retries, a stream's first content, a long answer) cancels the upstream call
+    (contract). Coalesced requests are not cancelled with it: the cache runs a shared call
+    as its own task. One task per request; no task group.
+    """
+
+    __slots__ = ("_gone", "_live", "_task", "_watcher")
+
+    def __init__(self, receive: Receive) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._gone = False
+        self._live = True
+        self._watcher = asyncio.create_task(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._gone = True
+        if self._live:
+            self._task.cancel()
+
+    def stop(self) -> None:
+        """The answer is (being) completed: a disconnect from now on changes nothing."""
+        if self._live:
+            self._live = False
+            self._watcher.cancel()
+
+    def left(self) -> bool:
+        """True when the cancellation came from the client leaving (and is now absorbed)."""
+        return self._gone and self._task.uncancel() == 0
 
 
 async def models(request: Request) -> Response:

@@ -70,6 +70,23 @@ def test_client_leaving_mid_stream_cancels_the_upstream_call(server, fresh_upstr
     assert server.alive()
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream-before-first-content"])
+def test_client_leaving_before_the_answer_cancels_the_upstream_call(server, fresh_upstream,
+                                                                    stream):
+    baseline = counts(server)
+    fresh_upstream.script(*[{"hang": 10}] * 3)
+    for _ in range(3):
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{server.url}/v1/chat/completions", json={**CHAT, "stream": stream},
+                       timeout=httpx.Timeout(5, read=0.5))
+    # The upstream would answer in 10 s; the requests' tasks and upstream connections are
+    # released as soon as their clients are gone.
+    after = settle(server, baseline, within=3)
+    assert after["tasks"] <= baseline["tasks"]
+    assert after["fds"] <= baseline["fds"]
+    assert "Traceback" not in server.log_text()
+
+
 def test_client_leaving_mid_upload_leaks_nothing(server):
     baseline = counts(server)
     port = int(server.url.rsplit(":", 1)[1])
