@@ -9,10 +9,12 @@ from router.providers.translate import (
     MalformedAnswer,
     StreamError,
     TranslationError,
+    Turn,
     check_parameters,
     chunk,
     chunk_base,
     data_url,
+    fold_conversation,
     message_text,
     parse_arguments,
     stop_list,
@@ -85,34 +87,18 @@ def _conversation(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, A
     The Messages API requires user and assistant turns to alternate; OpenAI's tool messages
     become tool_result blocks of a user turn.
     """
-    system: list[str] = []
-    turns: list[dict[str, Any]] = []
-    for i, message in enumerate(messages):
+    def turn(message: dict[str, Any], where: str) -> Turn:
         role = message["role"]
-        where = f"messages[{i}]"
-        if role in ("system", "developer"):
-            text = message_text(message.get("content"), where, PROVIDER)
-            if text:
-                system.append(text)
-            continue
         if role == "user":
-            blocks = _user_blocks(message.get("content"), where)
-        elif role == "assistant":
-            blocks = _assistant_blocks(message, where)
-        elif role == "tool":
-            blocks = [_tool_result(message, where)]
-            role = "user"
-        else:
-            raise TranslationError(
-                f"Message role {role!r} is not supported by provider 'anthropic'",
-                f"{where}.role")
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-    return "\n\n".join(system), turns
+            return "user", _user_blocks(message.get("content"), where)
+        if role == "assistant":
+            return "assistant", _assistant_blocks(message, where)
+        if role == "tool":
+            return "user", [_tool_result(message, where)]
+        raise TranslationError(
+            f"Message role {role!r} is not supported by provider 'anthropic'", f"{where}.role")
+
+    return fold_conversation(messages, PROVIDER, "content", turn)
 
 
 def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:

@@ -36,8 +36,9 @@ CLIENT_ERROR_STATUSES = frozenset({400, 404, 413, 422})
 
 
 @dataclass(slots=True)
-class Answer:
-    """A complete OpenAI-shaped JSON answer; `raw`: the upstream bytes, relayed as-is."""
+class _Json:
+    """OpenAI-shaped JSON; `raw` is its encoding: the upstream's own bytes when relayed
+    as they came, else made once, on first use."""
 
     data: dict[str, Any]
     raw: bytes | None = None
@@ -49,16 +50,13 @@ class Answer:
 
 
 @dataclass(slots=True)
-class Chunk:
-    """One `chat.completion.chunk` of a stream, OpenAI-shaped."""
+class Answer(_Json):
+    """A complete answer (chat completion or embeddings)."""
 
-    data: dict[str, Any]
-    raw: bytes | None = None
 
-    def encode(self) -> bytes:
-        if self.raw is None:
-            self.raw = orjson.dumps(self.data)
-        return self.raw
+@dataclass(slots=True)
+class Chunk(_Json):
+    """One `chat.completion.chunk` of a stream."""
 
 
 class Provider(Protocol):

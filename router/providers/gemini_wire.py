@@ -14,11 +14,13 @@ import orjson
 from router.providers.translate import (
     MalformedAnswer,
     TranslationError,
+    Turn,
     check_parameters,
     chunk,
     chunk_base,
     data_url,
     encode_embedding,
+    fold_conversation,
     message_text,
     new_completion_id,
     parse_arguments,
@@ -103,35 +105,20 @@ def _conversation(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, A
     OpenAI's tool messages become functionResponse parts of a user turn; they name the
     function, which Gemini needs and OpenAI only gives in the assistant's tool call.
     """
-    system: list[str] = []
-    contents: list[dict[str, Any]] = []
     call_names: dict[str, str] = {}
-    for i, message in enumerate(messages):
+
+    def turn(message: dict[str, Any], where: str) -> Turn:
         role = message["role"]
-        where = f"messages[{i}]"
-        if role in ("system", "developer"):
-            text = message_text(message.get("content"), where, PROVIDER)
-            if text:
-                system.append(text)
-            continue
         if role == "user":
-            parts = _user_parts(message.get("content"), where)
-        elif role == "assistant":
-            parts = _model_parts(message, where, call_names)
-            role = "model"
-        elif role == "tool":
-            parts = [_function_response(message, where, call_names)]
-            role = "user"
-        else:
-            raise TranslationError(f"Message role {role!r} is not supported by provider "
-                                   "'gemini'", f"{where}.role")
-        if not parts:
-            continue
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
-    return "\n\n".join(system), contents
+            return "user", _user_parts(message.get("content"), where)
+        if role == "assistant":
+            return "model", _model_parts(message, where, call_names)
+        if role == "tool":
+            return "user", [_function_response(message, where, call_names)]
+        raise TranslationError(f"Message role {role!r} is not supported by provider "
+                               "'gemini'", f"{where}.role")
+
+    return fold_conversation(messages, PROVIDER, "parts", turn)
 
 
 def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:

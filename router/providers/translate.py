@@ -7,7 +7,7 @@ import re
 import struct
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -231,3 +231,36 @@ def scrub(text: str, secret: str | None) -> str:
         return text.replace(secret, "***")
     return text
 
+
+
+Turn = tuple[str, list[dict[str, Any]]]
+
+
+def fold_conversation(
+    messages: list[dict[str, Any]], provider: str, key: str,
+    turn: Callable[[dict[str, Any], str], Turn],
+) -> tuple[str, list[dict[str, Any]]]:
+    """(system prompt, turns) for vendors whose APIs take the system prompt apart and want
+    user and assistant turns to alternate.
+
+    System and developer messages are lifted out and joined; `turn(message, where)` gives
+    every other message's vendor role and items (content blocks, parts); consecutive turns
+    of one role are merged into one, under `key`.
+    """
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if message["role"] in ("system", "developer"):
+            text = message_text(message.get("content"), where, provider)
+            if text:
+                system.append(text)
+            continue
+        role, items = turn(message, where)
+        if not items:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1][key].extend(items)
+        else:
+            turns.append({"role": role, key: items})
+    return "\n\n".join(system), turns
