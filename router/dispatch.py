@@ -60,7 +60,6 @@ class Routed:
     deployment: str
     attempts: int
     answer: Answer
-    upstream_seconds: float = 0.0
 
 
 @dataclass(slots=True)
@@ -69,15 +68,13 @@ class RoutedStream:
 
     Iterating `chunks` yields the buffered head, then the rest as it arrives; a failure
     after the commit raises UpstreamFailure. Closing the iterator (`aclose`) cancels the
-    upstream call; whoever holds a RoutedStream must close it. `upstream_seconds` counts
-    the wait until the commit.
+    upstream call; whoever holds a RoutedStream must close it.
     """
 
     group: str
     deployment: str
     attempts: int
     chunks: AsyncIterator[Chunk]
-    upstream_seconds: float = 0.0
 
 
 def backoff_delay(retry: int, base: float, rng: random.Random) -> float:
@@ -99,7 +96,6 @@ class _Trace:
     saw_limited: bool = False
     frees_in: float | None = None  # the soonest a deployment at its rpm/tpm has room again
     last_failure: UpstreamFailure | None = None
-    upstream_seconds: float = 0.0
     tried: set[str] = field(default_factory=set)
 
 
@@ -152,17 +148,17 @@ class Dispatcher:
     async def complete(self, group: str, body: dict[str, Any]) -> Routed:
         name, state, result, trace = await self._route(group, "complete", body)
         assert isinstance(result, Answer)
-        return Routed(name, state.id, trace.attempts, result, trace.upstream_seconds)
+        return Routed(name, state.id, trace.attempts, result)
 
     async def embed(self, group: str, body: dict[str, Any]) -> Routed:
         name, state, result, trace = await self._route(group, "embed", body)
         assert isinstance(result, Answer)
-        return Routed(name, state.id, trace.attempts, result, trace.upstream_seconds)
+        return Routed(name, state.id, trace.attempts, result)
 
     async def open_stream(self, group: str, body: dict[str, Any]) -> RoutedStream:
         name, state, result, trace = await self._route(group, "stream", body)
         assert isinstance(result, _CommittedStream)
-        return RoutedStream(name, state.id, trace.attempts, result, trace.upstream_seconds)
+        return RoutedStream(name, state.id, trace.attempts, result)
 
     async def _route(
         self, group: str, operation: Operation, body: dict[str, Any]
@@ -224,13 +220,10 @@ class Dispatcher:
             chosen = await self._choose(states, trace, exclude=())
             if chosen is None:
                 return None
-            started = time.perf_counter()
             try:
                 return await self._hedged(chosen[0], chosen[1], states, trace)
             except UpstreamFailure:
                 continue
-            finally:
-                trace.upstream_seconds += time.perf_counter() - started
         return None
 
     async def _backoff(self, retry: int, trace: _Trace) -> None:
@@ -238,9 +231,7 @@ class Dispatcher:
         remaining = trace.deadline - self._clock()
         if remaining <= 0:
             raise self._timed_out()
-        started = time.perf_counter()
         await asyncio.sleep(min(delay, remaining))
-        trace.upstream_seconds += time.perf_counter() - started
         if self._clock() >= trace.deadline:
             raise self._timed_out()
 

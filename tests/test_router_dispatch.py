@@ -495,19 +495,5 @@ async def test_closing_a_committed_stream_frees_the_deployment():
         assert first.data["choices"][0]["delta"]["role"] == "assistant"
         await routed.chunks.aclose()  # type: ignore[attr-defined]
         assert gateway.dispatcher.status()[0]["in_flight"] == 0
-        assert routed.upstream_seconds >= 0
     finally:
         await gateway.aclose()
-
-
-async def test_routed_reports_time_spent_on_upstreams():
-    fleet = Fleet()
-    fleet.fail("m0", hang(seconds=0.05))
-    gateway = build_gateway(config_from(router_toml({"m": 1})), metrics=Metrics(),
-                            transport=fleet.transport())
-    try:
-        routed = await gateway.dispatcher.complete("m", dict(CHAT))
-    finally:
-        await gateway.aclose()
-    assert 0.05 <= routed.upstream_seconds < 1.0
-    assert routed.attempts == 1 and routed.deployment == "m0"
